@@ -1,0 +1,1 @@
+"""jaxclient_tff."""

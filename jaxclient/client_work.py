@@ -1,0 +1,297 @@
+"""The model-delta client work: a JAX port of TFF's
+`tff.learning.templates.build_model_delta_client_work`.
+
+For each client, in order over its batches: predictions and loss with the
+current weights, the gradient with respect to the trainable weights, one
+optimizer step. The client returns `update = initial - final` trainable
+weights, a weight for aggregation and its unfinalized metrics. `next` runs a
+whole cohort as ONE jitted program that `vmap`s `client_update` over clients.
+
+Semantics (TFF's, exactly):
+
+* a non-finite update is replaced by zeros, its weight by 0.0, the client's
+  metrics by their initial state, and `num_non_finite_clients` counts it;
+* `NUM_EXAMPLES` weighs a client by the float32 count of examples trained on
+  (over all epochs), `UNIFORM` by 1.0, a callable by its value on the
+  client's unfinalized metrics;
+* padding is inert: padded examples add nothing, and a batch with no valid
+  example changes neither the weights, the optimizer state nor the metrics.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxclient import _validation
+from jaxclient import metrics as metrics_lib
+from jaxclient.models import FunctionalModel, ModelWeights
+
+PyTree = Any
+Hparams = Mapping[str, jax.Array]
+
+
+class ClientWeighting(enum.Enum):
+  """How a client's update is weighted in the server's mean (as TFF's)."""
+
+  NUM_EXAMPLES = 1
+  UNIFORM = 2
+
+
+class ClientResult(NamedTuple):
+  """A client's contribution: `update` (initial - final) and its weight."""
+
+  update: PyTree
+  update_weight: jax.Array
+
+
+class MeasuredProcessOutput(NamedTuple):
+  """The output of `next`, as TFF's `tff.templates.MeasuredProcessOutput`."""
+
+  state: Hparams
+  result: ClientResult
+  measurements: dict
+
+
+def _tree_select(predicate, on_true, on_false):
+  return jax.tree.map(lambda a, b: jnp.where(predicate, a, b), on_true,
+                      on_false)
+
+
+def _resolve_model(model_or_model_fn) -> FunctionalModel:
+  if isinstance(model_or_model_fn, FunctionalModel):
+    return model_or_model_fn
+  if not callable(model_or_model_fn):
+    raise TypeError(
+        'model: expected a jaxclient.FunctionalModel or a no-arg callable '
+        f'returning one, found {type(model_or_model_fn).__name__}.')
+  model = model_or_model_fn()
+  if not isinstance(model, FunctionalModel):
+    raise TypeError('model_fn: expected to return a jaxclient.FunctionalModel,'
+                    f' found {type(model).__name__}.')
+  if model_or_model_fn() is model:
+    raise ValueError(
+        'model_fn returned the same model object on two calls; it must '
+        'construct a new model on every invocation (as in TFF).')
+  return model
+
+
+def _check_optimizer(optimizer) -> optax.GradientTransformation:
+  if not isinstance(optimizer, optax.GradientTransformation):
+    raise TypeError('optimizer: expected an optax.GradientTransformation, '
+                    f'found {type(optimizer).__name__}.')
+  return optimizer
+
+
+def _check_weighting(client_weighting):
+  if not (isinstance(client_weighting, ClientWeighting) or
+          callable(client_weighting)):
+    raise TypeError(
+        'client_weighting: expected a jaxclient.ClientWeighting or a callable '
+        f'on the client metrics, found {client_weighting!r}.')
+  return client_weighting
+
+
+class ClientWorkProcess:
+  """Client work for federated averaging over a `FunctionalModel`.
+
+  State: the optimizer's hyperparameters (an `OrderedDict` of float32
+  scalars) when the optimizer was built with `optax.inject_hyperparams`
+  (as every `jaxclient.optimizers.build_*` is), else empty.
+  """
+
+  def __init__(self, model: FunctionalModel,
+               optimizer: optax.GradientTransformation,
+               client_weighting: ClientWeighting | Callable[..., jax.Array],
+               metrics_aggregator: metrics_lib.MetricsAggregator | None = None):
+    self.model = model
+    self.optimizer = optimizer
+    self.client_weighting = client_weighting
+    self.metrics = metrics_lib.with_built_ins(model.metrics)
+    aggregator = metrics_aggregator or metrics_lib.sum_then_finalize
+    self._aggregate_metrics = aggregator(self.metrics)
+    self._next = jax.jit(self._next_impl,
+                         static_argnames='weights_per_client')
+
+  # -- state ---------------------------------------------------------------
+
+  def initialize(self) -> Hparams:
+    """The initial state: the optimizer's hyperparameters, or `{}`."""
+    opt_state = self.optimizer.init(self.model.initial_weights.trainable)
+    return OrderedDict(getattr(opt_state, 'hyperparams', {}))
+
+  def get_hparams(self, state: Hparams) -> Hparams:
+    """The hyperparameters held in `state` (here, the whole state)."""
+    return OrderedDict(state)
+
+  def set_hparams(self, state: Hparams, hparams: Mapping[str, Any]) -> Hparams:
+    """`state` with `hparams` replacing its values; the keys must match."""
+    self._check_hparams(state, hparams, field='hparams')
+    return OrderedDict(
+        (k, jnp.asarray(hparams[k], dtype=jnp.result_type(v)))
+        for k, v in state.items())
+
+  def _check_hparams(self, expected, found, field):
+    if not isinstance(found, Mapping):
+      raise TypeError(f'{field}: expected a mapping with keys '
+                      f'{list(expected)}, found {type(found).__name__}.')
+    missing = [k for k in expected if k not in found]
+    extra = [k for k in found if k not in expected]
+    if missing or extra:
+      raise ValueError(f'{field}: expected keys {list(expected)}; missing '
+                       f'{missing}, unexpected {extra}.')
+    for k, v in found.items():
+      if np.ndim(v) != 0:
+        raise ValueError(f"{field}['{k}']: expected a scalar, found shape "
+                         f'{np.shape(v)}.')
+
+  # -- one client ----------------------------------------------------------
+
+  def _initial_optimizer_state(self, trainable, hparams: Hparams):
+    opt_state = self.optimizer.init(trainable)
+    if hparams:
+      opt_state = opt_state._replace(hyperparams={
+          k: jnp.asarray(hparams[k], jnp.result_type(v))
+          for k, v in opt_state.hyperparams.items()})
+    return opt_state
+
+  def _client_weight(self, metric_states):
+    if self.client_weighting is ClientWeighting.NUM_EXAMPLES:
+      return metric_states['num_examples'].astype(jnp.float32)
+    if self.client_weighting is ClientWeighting.UNIFORM:
+      return jnp.ones((), jnp.float32)
+    return jnp.asarray(self.client_weighting(metric_states), jnp.float32)
+
+  def client_update(self, hparams: Hparams, weights: ModelWeights,
+                    data: Mapping[str, jax.Array],
+                    rng: jax.Array | None = None
+                    ) -> tuple[ClientResult, dict[str, PyTree]]:
+    """Trains one client; pure and jittable.
+
+    Args:
+      hparams: the process state (optimizer hyperparameters).
+      weights: the `ModelWeights` the client starts from.
+      data: `{'x': [B, N, ...], 'y': [B, N, ...], 'mask': [B, N]}`.
+      rng: the client's key; batch b's dropout key is `fold_in(rng, b)`.
+
+    Returns:
+      `(ClientResult(update, update_weight), unfinalized_metrics)`.
+    """
+    model = self.model
+    non_trainable = weights.non_trainable
+    opt_state = self._initial_optimizer_state(weights.trainable, hparams)
+    initial_metrics = {n: m.init() for n, m in self.metrics.items()}
+
+    def train_on_batch(carry, batch_and_index):
+      batch, index = batch_and_index
+      trainable, opt_state, metric_states = carry
+      batch_rng = None if rng is None else jax.random.fold_in(rng, index)
+
+      def loss_fn(trainable):
+        predictions = model.predict_on_batch(
+            ModelWeights(trainable, non_trainable), batch['x'], True,
+            rng=batch_rng)
+        return model.loss(predictions, batch['y'], batch['mask']), predictions
+
+      (loss, predictions), grads = jax.value_and_grad(
+          loss_fn, has_aux=True)(trainable)
+      updates, new_opt_state = self.optimizer.update(grads, opt_state,
+                                                     trainable)
+      output = metrics_lib.BatchOutput(predictions, batch['y'], batch['mask'],
+                                       loss)
+      new_carry = (optax.apply_updates(trainable, updates), new_opt_state,
+                   {n: m.update(metric_states[n], output)
+                    for n, m in self.metrics.items()})
+      # An all-padding batch is inert: no step, no momentum decay, no count.
+      return _tree_select(jnp.any(batch['mask']), new_carry, carry), None
+
+    num_batches = data['mask'].shape[0]
+    (final_trainable, _, metric_states), _ = jax.lax.scan(
+        train_on_batch, (weights.trainable, opt_state, initial_metrics),
+        (data, jnp.arange(num_batches)))
+
+    update = jax.tree.map(jnp.subtract, weights.trainable, final_trainable)
+    finite = jnp.all(jnp.stack(
+        [jnp.all(jnp.isfinite(u)) for u in jax.tree.leaves(update)] +
+        [jnp.bool_(True)]))
+    update = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)),
+                          update)
+    weight = jnp.where(finite, self._client_weight(metric_states), 0.0)
+    metric_states = _tree_select(finite, metric_states, initial_metrics)
+    metric_states['num_non_finite_clients'] = jnp.logical_not(finite).astype(
+        jnp.int32)
+    return ClientResult(update, weight), metric_states
+
+  # -- the cohort ----------------------------------------------------------
+
+  def _next_impl(self, state, weights, client_data, rng, weights_per_client):
+    num_clients = client_data['mask'].shape[0]
+    client_rngs = None if rng is None else jax.vmap(
+        lambda i: jax.random.fold_in(rng, i))(jnp.arange(num_clients))
+    result, client_metrics = jax.vmap(
+        self.client_update,
+        in_axes=(None, 0 if weights_per_client else None, 0,
+                 None if rng is None else 0))(state, weights, client_data,
+                                              client_rngs)
+    measurements = {'train': self._aggregate_metrics(client_metrics)}
+    return MeasuredProcessOutput(state, result, measurements)
+
+  def next(self, state: Hparams, weights: ModelWeights,
+           client_data: Mapping[str, jax.Array],
+           rng: jax.Array | None = None) -> MeasuredProcessOutput:
+    """Trains a cohort of clients as one compiled program.
+
+    Args:
+      state: from `initialize` or `set_hparams`.
+      weights: one `ModelWeights` broadcast to every client (not copied), or
+        one per client stacked on a leading axis.
+      client_data: `{'x': [C, B, N, ...], 'y': [C, B, N, ...], 'mask': [C, B,
+        N]}`, e.g. from `jaxclient.data.pack`.
+      rng: an optional key for stochastic models (dropout); client i trains
+        with `fold_in(rng, i)`.
+
+    Returns:
+      `MeasuredProcessOutput(state, ClientResult(update [C, ...],
+      update_weight [C]), {'train': aggregated metrics})`.
+    """
+    self._check_hparams(self.initialize(), state, field='state')
+    _validation.check_client_data(self.model.input_spec, client_data,
+                                  ('clients', 'batches', 'batch_size'))
+    num_clients = np.shape(client_data['mask'])[0]
+    per_client = _validation.check_weights(self.model.initial_weights,
+                                           weights, num_clients)
+    return self._next(state, weights, dict(client_data), rng,
+                      weights_per_client=per_client)
+
+
+def build_model_delta_client_work(
+    model,
+    optimizer: optax.GradientTransformation,
+    client_weighting: ClientWeighting | Callable[..., jax.Array],
+    metrics_aggregator: metrics_lib.MetricsAggregator | None = None,
+) -> ClientWorkProcess:
+  """Builds the client work of federated averaging (TFF's, in JAX).
+
+  Args:
+    model: a `jaxclient.FunctionalModel`, or a no-arg `model_fn` returning a
+      new one on every call (returning the same object twice is an error).
+    optimizer: any `optax.GradientTransformation`; its hyperparameters are the
+      process state when built with `optax.inject_hyperparams`.
+    client_weighting: `ClientWeighting.NUM_EXAMPLES`, `UNIFORM`, or a callable
+      on a client's unfinalized metrics returning its scalar weight.
+    metrics_aggregator: `(metrics) -> (stacked unfinalized -> finalized)`;
+      default `jaxclient.metrics.sum_then_finalize`.
+
+  Returns:
+    A `ClientWorkProcess`.
+  """
+  return ClientWorkProcess(_resolve_model(model), _check_optimizer(optimizer),
+                           _check_weighting(client_weighting),
+                           metrics_aggregator)

@@ -1,0 +1,42 @@
+"""Masked losses: `(predictions, y, mask) -> mean over valid examples`.
+
+Padded examples (`mask == False`) contribute exactly nothing: their terms are
+selected away with `jnp.where`, so even a NaN or inf on a padded row cannot
+reach the loss or its gradient. A batch with no valid example has loss 0.
+"""
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def masked_mean(per_example: jax.Array, mask: jax.Array) -> jax.Array:
+  """Mean of the `[N]` values `per_example` where the `[N]` `mask` is true.
+
+  Returns 0 when no example is valid.
+  """
+  total = jnp.sum(jnp.where(mask, per_example, 0.0))
+  count = jnp.sum(mask).astype(per_example.dtype)
+  return total / jnp.maximum(count, 1.0)
+
+
+def sparse_categorical_crossentropy(logits: jax.Array, y: jax.Array,
+                                    mask: jax.Array) -> jax.Array:
+  """Softmax cross-entropy from logits against integer labels `y`."""
+  labels = jnp.where(mask, y.reshape(mask.shape), 0).astype(jnp.int32)
+  per_example = optax.softmax_cross_entropy_with_integer_labels(
+      logits, labels)
+  return masked_mean(per_example, mask)
+
+
+def mean_squared_error(predictions: jax.Array, y: jax.Array,
+                       mask: jax.Array) -> jax.Array:
+  """Mean over valid examples and output features of `(predictions - y)**2`.
+
+  Matches `tf.keras.losses.MeanSquaredError` (mean over features, then over
+  examples).
+  """
+  y = y.reshape(predictions.shape).astype(predictions.dtype)
+  per_example = jnp.square(predictions - y).reshape(predictions.shape[0], -1)
+  per_example = jnp.mean(per_example, axis=1)
+  return masked_mean(per_example, mask)

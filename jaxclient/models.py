@@ -1,0 +1,183 @@
+"""Models: `ModelWeights`, `FunctionalModel`, and adapters for Flax modules.
+
+A model in jaxclient is data plus pure functions, like TFF's
+`tff.learning.models.FunctionalModel`:
+
+* `initial_weights`: a `ModelWeights` of pytrees;
+* `predict_on_batch(weights, x, training, rng=None) -> predictions`;
+* `loss(predictions, y, mask) -> scalar`, the mean over the examples where
+  `mask` is true (padded examples must contribute nothing, not even NaN);
+* `metrics`: a mapping name -> `jaxclient.metrics.Metric`;
+* `input_spec`: a mapping `'x'`, `'y'` -> `jax.ShapeDtypeStruct` of ONE
+  example (no batch axis).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxclient import metrics as metrics_lib
+
+PyTree = Any
+
+
+class ModelWeights(NamedTuple):
+  """The weights of a model: trainable and non-trainable pytrees (as TFF's)."""
+
+  trainable: PyTree
+  non_trainable: PyTree
+
+
+@dataclasses.dataclass(frozen=True)
+class FunctionalModel:
+  """A model as pure functions over explicit weights.
+
+  Attributes:
+    initial_weights: the `ModelWeights` training starts from.
+    predict_on_batch: `(weights, x, training, rng=None) -> predictions` for a
+      batch `x` of shape `[N, *input_spec['x'].shape]`.
+    loss: `(predictions, y, mask) -> scalar`: the mean loss over the examples
+      whose `mask` is true; 0 when none is.
+    metrics: mapping name -> `jaxclient.metrics.Metric`, the model's own
+      metrics, reported beside the built-in `loss`, `num_examples`,
+      `num_batches` and `num_non_finite_clients`.
+    input_spec: mapping `'x'` (and `'y'`) -> `jax.ShapeDtypeStruct` of ONE
+      example, without a batch axis.
+  """
+
+  initial_weights: ModelWeights
+  predict_on_batch: Callable[..., PyTree]
+  loss: Callable[[PyTree, jax.Array, jax.Array], jax.Array]
+  metrics: Mapping[str, metrics_lib.Metric] = dataclasses.field(
+      default_factory=dict)
+  input_spec: Mapping[str, jax.ShapeDtypeStruct] = dataclasses.field(
+      default_factory=dict)
+
+  def __post_init__(self):
+    if not isinstance(self.initial_weights, ModelWeights):
+      raise TypeError(
+          'FunctionalModel.initial_weights: expected a jaxclient.ModelWeights,'
+          f' found {type(self.initial_weights).__name__}.')
+    for field in ('predict_on_batch', 'loss'):
+      if not callable(getattr(self, field)):
+        raise TypeError(f'FunctionalModel.{field}: expected a callable, found '
+                        f'{type(getattr(self, field)).__name__}.')
+    if 'x' not in self.input_spec:
+      raise ValueError("FunctionalModel.input_spec: expected a mapping with "
+                       f"key 'x' (and 'y'), found keys {list(self.input_spec)}.")
+    for key, spec in self.input_spec.items():
+      if key not in ('x', 'y') or not isinstance(spec, jax.ShapeDtypeStruct):
+        raise TypeError(
+            f"FunctionalModel.input_spec['{key}']: expected key 'x' or 'y' "
+            f'mapped to a jax.ShapeDtypeStruct of one example, found '
+            f'{type(spec).__name__}.')
+    reserved = set(self.metrics) & set(metrics_lib.BUILT_IN_METRIC_NAMES)
+    if reserved:
+      raise ValueError(
+          f'FunctionalModel.metrics: names {sorted(reserved)} are reserved for '
+          'the built-in metrics the client work always reports.')
+
+
+def _flax_variables(weights: ModelWeights) -> dict[str, PyTree]:
+  return {'params': weights.trainable, **weights.non_trainable}
+
+
+def from_flax(
+    module,
+    sample_x,
+    loss: Callable[[PyTree, jax.Array, jax.Array], jax.Array],
+    metrics: Mapping[str, metrics_lib.Metric] | None = None,
+    rng: jax.Array | None = None,
+    *,
+    sample_y=None,
+    train_kwarg: str | None = None,
+) -> FunctionalModel:
+  """Wraps a `flax.linen` or `flax.nnx` module as a `FunctionalModel`.
+
+  Args:
+    module: a `flax.linen.Module` (initialized here with `rng`) or a
+      `flax.nnx.Module` (already initialized).
+    sample_x: a BATCH of example inputs, `[N, ...]`; `input_spec['x']` is its
+      shape without the batch axis.
+    loss: `(predictions, y, mask) -> scalar`, e.g. from `jaxclient.losses`.
+    metrics: the model's own metrics, name -> `jaxclient.metrics.Metric`.
+    rng: the key for `module.init` (linen only); default `PRNGKey(0)`.
+    sample_y: a batch of example labels; when given, `input_spec['y']` is set
+      and the client work checks labels against it.
+    train_kwarg: name of the module's keyword that switches training mode
+      (for example `'train'` or `'training'`); when given, `predict_on_batch`
+      passes `training` through it. Dropout draws from the `'dropout'` stream.
+
+  The `'params'` collection is trainable; every other collection (for example
+  `'batch_stats'`) is non-trainable and passes through training unchanged, as
+  TFF's functional models do.
+  """
+  sample_x = jnp.asarray(sample_x)
+  if sample_x.ndim < 1:
+    raise ValueError('from_flax: sample_x must be a batch [N, ...], found a '
+                     f'scalar of shape {sample_x.shape}.')
+  input_spec = {'x': jax.ShapeDtypeStruct(sample_x.shape[1:], sample_x.dtype)}
+  if sample_y is not None:
+    sample_y = jnp.asarray(sample_y)
+    input_spec['y'] = jax.ShapeDtypeStruct(sample_y.shape[1:], sample_y.dtype)
+
+  nnx = _optional_nnx()
+  if nnx is not None and isinstance(module, nnx.Module):
+    return _from_nnx(nnx, module, loss, metrics, input_spec, train_kwarg)
+
+  if rng is None:
+    rng = jax.random.PRNGKey(0)
+  variables = module.init(rng, sample_x, **(
+      {train_kwarg: False} if train_kwarg else {}))
+  variables = dict(variables)
+  trainable = variables.pop('params', {})
+  initial_weights = ModelWeights(trainable, variables)
+  mutable = list(variables)
+
+  def predict_on_batch(weights, x, training, rng=None):
+    kwargs = {train_kwarg: training} if train_kwarg else {}
+    rngs = {'dropout': rng} if rng is not None else None
+    out = module.apply(_flax_variables(weights), x, rngs=rngs,
+                       mutable=mutable if training and mutable else False,
+                       **kwargs)
+    # Non-trainable weights pass through training (TFF's functional models).
+    return out[0] if training and mutable else out
+
+  return FunctionalModel(initial_weights, predict_on_batch, loss,
+                         dict(metrics or {}), input_spec)
+
+
+def _optional_nnx():
+  try:
+    from flax import nnx  # pylint: disable=g-import-not-at-top
+  except ImportError:  # flax < 0.8.x has no nnx.
+    return None
+  return nnx if hasattr(nnx, 'split') else None
+
+
+def _from_nnx(nnx, module, loss, metrics, input_spec, train_kwarg):
+  """`flax.nnx`: `nnx.Param` is trainable; other variables except RNG state
+  are non-trainable; dropout is reseeded from `rng` on every call."""
+  graphdef, params, rng_state, rest = nnx.split(
+      module, nnx.Param, nnx.RngState, ...)
+  initial_weights = ModelWeights(nnx.to_pure_dict(params),
+                                 nnx.to_pure_dict(rest))
+
+  def predict_on_batch(weights, x, training, rng=None):
+    params_state, rest_state = nnx.clone(params), nnx.clone(rest)
+    nnx.replace_by_pure_dict(params_state, weights.trainable)
+    nnx.replace_by_pure_dict(rest_state, weights.non_trainable)
+    model = nnx.merge(graphdef, params_state, rng_state, rest_state)
+    model.train() if training else model.eval()
+    if rng is not None:
+      nnx.reseed(model, dropout=rng)
+    kwargs = {train_kwarg: training} if train_kwarg else {}
+    return model(x, **kwargs)
+
+  return FunctionalModel(initial_weights, predict_on_batch, loss,
+                         dict(metrics or {}), input_spec)
