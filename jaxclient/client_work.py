@@ -65,6 +65,18 @@ def _tree_select(predicate, on_true, on_false):
                       on_false)
 
 
+def _zero_padding(batch):
+  """Zeros the padded rows of `x` and `y`, so that whatever padding holds
+  (even NaN) cannot reach a gradient through `0 * NaN`."""
+  mask = batch['mask']
+
+  def zero(v):
+    return jnp.where(mask.reshape(mask.shape + (1,) * (v.ndim - mask.ndim)),
+                     v, jnp.zeros((), v.dtype))
+  return {'x': jax.tree.map(zero, batch['x']), 'y': zero(batch['y']),
+          'mask': mask}
+
+
 def _resolve_model(model_or_model_fn) -> FunctionalModel:
   if isinstance(model_or_model_fn, FunctionalModel):
     return model_or_model_fn
@@ -191,6 +203,7 @@ class ClientWorkProcess:
 
     def train_on_batch(carry, batch_and_index):
       batch, index = batch_and_index
+      batch = _zero_padding(batch)
       trainable, opt_state, metric_states = carry
       batch_rng = None if rng is None else jax.random.fold_in(rng, index)
 

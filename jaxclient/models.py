@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from flax import linen
 
 from jaxclient import metrics as metrics_lib
 
@@ -116,6 +117,12 @@ def from_flax(
   The `'params'` collection is trainable; every other collection (for example
   `'batch_stats'`) is non-trainable and passes through training unchanged, as
   TFF's functional models do.
+
+  Padding caveat: the client work zeroes padded rows and masks them out of
+  the loss, but a layer that couples the examples of a batch (BatchNorm in
+  training mode) still sees the zero rows of a short batch in its batch
+  statistics. Prefer LayerNorm/GroupNorm, or batch sizes that divide every
+  client's data, when exact equality with unpadded training matters.
   """
   sample_x = jnp.asarray(sample_x)
   if sample_x.ndim < 1:
@@ -130,6 +137,10 @@ def from_flax(
   if nnx is not None and isinstance(module, nnx.Module):
     return _from_nnx(nnx, module, loss, metrics, input_spec, train_kwarg)
 
+  if not isinstance(module, linen.Module):
+    raise TypeError('from_flax: module: expected a flax.linen.Module or a '
+                    'flax.nnx.Module (nnx needs flax >= 0.10), found '
+                    f'{type(module).__name__}.')
   if rng is None:
     rng = jax.random.PRNGKey(0)
   variables = module.init(rng, sample_x, **(
@@ -153,11 +164,12 @@ def from_flax(
 
 
 def _optional_nnx():
+  """`flax.nnx` where the installed flax has the API used here (>= 0.10)."""
   try:
     from flax import nnx  # pylint: disable=g-import-not-at-top
-  except ImportError:  # flax < 0.8.x has no nnx.
+  except ImportError:
     return None
-  return nnx if hasattr(nnx, 'split') else None
+  return nnx if hasattr(nnx, 'to_pure_dict') and hasattr(nnx, 'reseed') else None
 
 
 def _from_nnx(nnx, module, loss, metrics, input_spec, train_kwarg):

@@ -1,0 +1,132 @@
+"""`jaxclient.data.pack`: batch boundaries as tf.data, padding, shuffling."""
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+import jaxclient as jc
+
+
+def clients_of_sizes(sizes, seed=0):
+  rng = np.random.default_rng(seed)
+  return [{'x': rng.normal(size=(n, 3)).astype(np.float32),
+           'y': rng.integers(0, 5, size=(n,)).astype(np.int32)} for n in sizes]
+
+
+def python_batches(client, batch_size, num_epochs):
+  """`repeat(num_epochs).batch(batch_size)` written as a list loop."""
+  rows = [(x, y) for _ in range(num_epochs)
+          for x, y in zip(client['x'], client['y'])]
+  return [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+
+
+def unpack(packed, client):
+  """The batches of one client, padding removed."""
+  batches = []
+  for x, y, mask in zip(packed['x'][client], packed['y'][client],
+                        packed['mask'][client]):
+    if mask.any():
+      assert mask[:mask.sum()].all() and not mask[mask.sum():].any()
+      batches.append(list(zip(x[mask], y[mask])))
+  return batches
+
+
+@pytest.mark.parametrize('sizes, batch_size, num_epochs', [
+    ([4], 3, 2), ([0, 1, 7, 10], 3, 1), ([5, 2], 4, 3), ([6], 6, 1)])
+def test_batches_equal_repeat_then_batch(sizes, batch_size, num_epochs):
+  clients = clients_of_sizes(sizes)
+  packed = jc.data.pack(clients, batch_size, num_epochs)
+  assert packed['mask'].dtype == bool
+  assert packed['x'].shape[:3] == packed['mask'].shape
+  assert packed['mask'].shape[2] == batch_size
+  for i, client in enumerate(clients):
+    expected = python_batches(client, batch_size, num_epochs)
+    found = unpack(packed, i)
+    assert len(found) == len(expected)
+    for b_found, b_expected in zip(found, expected):
+      np.testing.assert_array_equal([x for x, _ in b_found],
+                                    [x for x, _ in b_expected])
+      np.testing.assert_array_equal([y for _, y in b_found],
+                                    [y for _, y in b_expected])
+  # Padding is zero.
+  assert not packed['x'][~packed['mask']].any()
+
+
+def test_batches_equal_tf_data_where_tensorflow_is_installed():
+  tf = pytest.importorskip('tensorflow')
+  clients = clients_of_sizes([7, 3, 0])
+  packed = jc.data.pack(clients, batch_size=3, num_epochs=2)
+  for i, client in enumerate(clients):
+    dataset = tf.data.Dataset.from_tensor_slices(client).repeat(2).batch(3)
+    expected = [(b['x'].numpy(), b['y'].numpy()) for b in dataset]
+    found = unpack(packed, i)
+    assert len(found) == len(expected)
+    for (ex, ey), batch in zip(expected, found):
+      np.testing.assert_array_equal(ex, [x for x, _ in batch])
+      np.testing.assert_array_equal(ey, [y for _, y in batch])
+
+
+def test_shuffling_is_seeded_per_client_and_epoch():
+  clients = clients_of_sizes([8, 8])
+  a = jc.data.pack(clients, 4, num_epochs=2, shuffle=True, seed=1)
+  b = jc.data.pack(clients, 4, num_epochs=2, shuffle=True, seed=1)
+  c = jc.data.pack(clients, 4, num_epochs=2, shuffle=True, seed=2)
+  np.testing.assert_array_equal(a['x'], b['x'])
+  assert not np.array_equal(a['x'], c['x'])
+  # Each epoch is a permutation of the client's examples.
+  epoch_1 = a['y'][0, :2].reshape(-1)
+  epoch_2 = a['y'][0, 2:].reshape(-1)
+  np.testing.assert_array_equal(np.sort(epoch_1), np.sort(clients[0]['y']))
+  np.testing.assert_array_equal(np.sort(epoch_2), np.sort(clients[0]['y']))
+  assert not np.array_equal(epoch_1, epoch_2)
+  # Client 1's order does not depend on client 0's.
+  alone = jc.data.pack([clients[0], clients[1]], 4, 2, shuffle=True, seed=1)
+  np.testing.assert_array_equal(alone['y'][1], a['y'][1])
+
+
+def test_fixed_num_batches_pads_and_truncates_with_a_warning():
+  clients = clients_of_sizes([2, 9])
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    padded = jc.data.pack(clients, 2, num_batches=6)
+  assert padded['mask'].shape == (2, 6, 2)
+  assert padded['mask'].sum() == 11
+  with pytest.warns(jc.data.TruncationWarning,
+                    match=re.escape('examples dropped per client index: '
+                                    '{1: 3}')):
+    truncated = jc.data.pack(clients, 2, num_batches=3)
+  assert truncated['mask'].sum(axis=(1, 2)).tolist() == [2, 6]
+
+
+def test_64_bit_inputs_become_32_bit():
+  packed = jc.data.pack([{'x': np.ones((2, 1)), 'y': np.arange(2)}], 2)
+  assert packed['x'].dtype == np.float32 and packed['y'].dtype == np.int32
+
+
+@pytest.mark.parametrize('clients, message', [
+    ({'x': np.ones(2), 'y': np.ones(2)}, 'must be a list of per-client'),
+    ([], 'client_datasets is empty'),
+    ([{'x': np.ones((2, 1))}], re.escape(
+        "client_datasets[0] must have exactly keys 'x' and 'y', found ['x']")),
+    ([{'x': np.ones((2, 1)), 'y': np.ones(3)}], re.escape(
+        "client_datasets[0]: 'x' and 'y' must share a leading example axis, "
+        'found x.shape=(2, 1), y.shape=(3,)')),
+    ([{'x': np.ones((2, 1)), 'y': np.ones(2)},
+      {'x': np.ones((2, 3)), 'y': np.ones(2)}], re.escape(
+          "client_datasets[1]['x'] has example shape (3,) and dtype float32, "
+          'but client_datasets[0] has (1,) and float32')),
+])
+def test_bad_client_datasets(clients, message):
+  with pytest.raises((TypeError, ValueError), match=message):
+    jc.data.pack(clients, 2)
+
+
+@pytest.mark.parametrize('kwargs, field', [
+    ({'batch_size': 0}, 'batch_size'), ({'batch_size': 2, 'num_epochs': -1},
+                                        'num_epochs'),
+    ({'batch_size': 2, 'num_batches': 0}, 'num_batches')])
+def test_bad_sizes(kwargs, field):
+  with pytest.raises(ValueError, match=f'pack: {field} must be'):
+    jc.data.pack(clients_of_sizes([3]), **kwargs)
