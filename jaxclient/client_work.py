@@ -129,6 +129,9 @@ class ClientWorkProcess:
     self.metrics = metrics_lib.with_built_ins(model.metrics)
     aggregator = metrics_aggregator or metrics_lib.sum_then_finalize
     self._aggregate_metrics = aggregator(self.metrics)
+    self._hparam_names = tuple(getattr(
+        jax.eval_shape(optimizer.init, model.initial_weights.trainable),
+        'hyperparams', {}))
     self._next = jax.jit(self._next_impl,
                          static_argnames='weights_per_client')
 
@@ -274,7 +277,7 @@ class ClientWorkProcess:
       `MeasuredProcessOutput(state, ClientResult(update [C, ...],
       update_weight [C]), {'train': aggregated metrics})`.
     """
-    self._check_hparams(self.initialize(), state, field='state')
+    self._check_hparams(self._hparam_names, state, field='state')
     _validation.check_client_data(self.model.input_spec, client_data,
                                   ('clients', 'batches', 'batch_size'))
     num_clients = np.shape(client_data['mask'])[0]
