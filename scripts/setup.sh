@@ -9,10 +9,12 @@ cd "$(dirname "$0")/.."
 root=$PWD
 which_envs=${1:-all}
 
-if ! command -v uv >/dev/null 2>&1; then
+if command -v uv >/dev/null 2>&1; then
+  uv=(uv)
+else
   echo "setup: uv not found; installing it with pip" >&2
   python3 -m pip install --quiet uv
-  export PATH="$HOME/.local/bin:$PATH"
+  uv=(python3 -m uv)  # works whether or not pip's script dir is on PATH
 fi
 
 python=$(command -v python3.11 || true)
@@ -23,9 +25,9 @@ fi
 export UV_PYTHON_DOWNLOADS=never
 
 if [ "$which_envs" = core ] || [ "$which_envs" = all ]; then
-  uv sync --quiet --locked --extra sim --python "$python"
+  "${uv[@]}" sync --quiet --locked --extra sim --python "$python"
 fi
 if [ "$which_envs" = tff ] || [ "$which_envs" = all ]; then
   UV_PROJECT_ENVIRONMENT="$root/.venv-tff" \
-    uv sync --quiet --locked --project envs/tff --python "$python"
+    "${uv[@]}" sync --quiet --locked --project envs/tff --python "$python"
 fi
