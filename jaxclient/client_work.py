@@ -65,6 +65,13 @@ def _tree_select(predicate, on_true, on_false):
                       on_false)
 
 
+def all_finite(tree) -> jax.Array:
+  """A scalar bool: every value of every leaf of `tree` is finite."""
+  return jnp.all(jnp.stack(
+      [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree)] +
+      [jnp.bool_(True)]))
+
+
 def _zero_padding(batch):
   """Zeros the padded rows of `x` and `y`, so that whatever padding holds
   (even NaN) cannot reach a gradient through `0 * NaN`."""
@@ -234,9 +241,7 @@ class ClientWorkProcess:
         (data, jnp.arange(num_batches)))
 
     update = jax.tree.map(jnp.subtract, weights.trainable, final_trainable)
-    finite = jnp.all(jnp.stack(
-        [jnp.all(jnp.isfinite(u)) for u in jax.tree.leaves(update)] +
-        [jnp.bool_(True)]))
+    finite = all_finite(update)
     update = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)),
                           update)
     weight = jnp.where(finite, self._client_weight(metric_states), 0.0)
@@ -247,15 +252,32 @@ class ClientWorkProcess:
 
   # -- the cohort ----------------------------------------------------------
 
-  def _next_impl(self, state, weights, client_data, rng, weights_per_client):
-    num_clients = client_data['mask'].shape[0]
+  def cohort_update(self, state: Hparams, weights: ModelWeights,
+                    client_data: Mapping[str, jax.Array],
+                    client_ids: jax.Array, rng: jax.Array | None = None,
+                    weights_per_client: bool = False
+                    ) -> tuple[ClientResult, dict[str, PyTree]]:
+    """`client_update` vmapped over a cohort; pure and jittable.
+
+    Client i trains with `fold_in(rng, client_ids[i])`, so its randomness
+    does not depend on which other clients share its cohort or chunk.
+
+    Returns:
+      `(ClientResult [C, ...], unfinalized metrics [C, ...])`.
+    """
     client_rngs = None if rng is None else jax.vmap(
-        lambda i: jax.random.fold_in(rng, i))(jnp.arange(num_clients))
-    result, client_metrics = jax.vmap(
+        lambda i: jax.random.fold_in(rng, i))(client_ids)
+    return jax.vmap(
         self.client_update,
         in_axes=(None, 0 if weights_per_client else None, 0,
                  None if rng is None else 0))(state, weights, client_data,
                                               client_rngs)
+
+  def _next_impl(self, state, weights, client_data, rng, weights_per_client):
+    num_clients = client_data['mask'].shape[0]
+    result, client_metrics = self.cohort_update(
+        state, weights, client_data, jnp.arange(num_clients), rng,
+        weights_per_client)
     measurements = {'train': self._aggregate_metrics(client_metrics)}
     return MeasuredProcessOutput(state, result, measurements)
 

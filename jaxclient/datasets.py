@@ -1,0 +1,264 @@
+"""Federated data sets that need no download, and a user's own `.npz`.
+
+Every source returns a `FederatedData`: a list of per-client
+`{'x': [n_i, ...], 'y': [n_i]}` numpy training sets (ready for
+`jaxclient.data.pack`) and one centralized held-out `{'x', 'y'}` set.
+
+* `digits`: the 8x8 handwritten digits bundled with scikit-learn
+  (1,797 images, 10 classes), pixels scaled to [0, 1], `x` of shape
+  `[8, 8, 1]`; a held-out fraction is set aside, the rest is split over
+  clients with a Dirichlet(alpha) label skew (small alpha: each client sees
+  few classes; large alpha: near IID).
+* `synthetic`: FedProx's Synthetic(alpha, beta) (Li et al., 2020): client k
+  draws `u_k ~ N(0, alpha)`, `B_k ~ N(0, beta)`, a softmax model
+  `W_k, b_k ~ N(u_k, 1)`, a feature mean `v_k ~ N(B_k, 1)`, features
+  `x ~ N(v_k, diag(j^-1.2))` and labels `y = argmax(W_k x + b_k)`; client
+  sizes follow FedProx's power law (lognormal(4, 2) + 50). A fraction of
+  each client's examples is held out.
+* `load_npz`: a user's file in the `.npz` layout below.
+
+The `.npz` layout (write it with `save_npz` or `numpy.savez`):
+
+* `x_<client>` and `y_<client>` for every client, one pair per client, in
+  the order the clients should be numbered: features `[n, ...]` (any
+  numeric dtype, the same example shape for all clients) and integer class
+  labels `[n]` (0 <= y < number of classes);
+* optionally `test_x` and `test_y`, the held-out set, in the same shapes.
+
+`<client>` is any name; nothing else may be in the file.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+
+class DataError(ValueError):
+  """A data source's arguments or a user's data file are invalid."""
+
+
+class FederatedData(NamedTuple):
+  """Per-client training sets and a centralized held-out set.
+
+  Attributes:
+    train: per-client `{'x': [n_i, ...] float32, 'y': [n_i] int32}`.
+    test: `{'x': [m, ...] float32, 'y': [m] int32}`; `m` may be 0.
+    num_classes: labels are in `[0, num_classes)`.
+  """
+
+  train: list[dict[str, np.ndarray]]
+  test: dict[str, np.ndarray]
+  num_classes: int
+
+
+def _check_positive_int(name, value, minimum=1):
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
+      value < minimum):
+    raise DataError(f'{name}: expected an int >= {minimum}, found {value!r}.')
+
+
+def _check_fraction(name, value):
+  if not 0.0 <= value < 1.0:
+    raise DataError(f'{name}: expected a fraction in [0, 1), found {value!r}.')
+
+
+def dirichlet_label_skew(labels: np.ndarray, num_clients: int, alpha: float,
+                         rng: np.random.Generator,
+                         min_examples: int = 2,
+                         max_tries: int = 1000) -> list[np.ndarray]:
+  """Splits example indices over clients with a Dirichlet(alpha) label skew.
+
+  For each class, the proportions going to each client are drawn from
+  `Dirichlet(alpha * ones(num_clients))` (Hsu et al., 2019). The draw is
+  repeated until every client holds at least `min_examples` examples.
+
+  Returns:
+    One sorted index array per client; together a partition of the indices.
+  """
+  _check_positive_int('num_clients', num_clients)
+  if not alpha > 0:
+    raise DataError(f'alpha: expected a positive float, found {alpha!r}.')
+  if num_clients * min_examples > len(labels):
+    raise DataError(
+        f'num_clients: {num_clients} clients of at least {min_examples} '
+        f'examples need {num_clients * min_examples} examples, found '
+        f'{len(labels)}.')
+  for _ in range(max_tries):
+    parts = [[] for _ in range(num_clients)]
+    for label in np.unique(labels):
+      indices = rng.permutation(np.flatnonzero(labels == label))
+      shares = rng.dirichlet(np.full(num_clients, alpha))
+      cuts = (np.cumsum(shares)[:-1] * len(indices)).astype(int)
+      for part, piece in zip(parts, np.split(indices, cuts)):
+        part.append(piece)
+    parts = [np.sort(np.concatenate(p)) for p in parts]
+    if min(len(p) for p in parts) >= min_examples:
+      return parts
+  raise DataError(
+      f'alpha: no Dirichlet({alpha}) split of {len(labels)} examples over '
+      f'{num_clients} clients gave every client {min_examples} examples in '
+      f'{max_tries} draws; use fewer clients or a larger alpha.')
+
+
+def digits(num_clients: int = 100, alpha: float = 0.5,
+           test_fraction: float = 0.2, seed: int = 0) -> FederatedData:
+  """scikit-learn's bundled handwritten digits, Dirichlet-split over clients.
+
+  Args:
+    num_clients: the number of clients.
+    alpha: the Dirichlet concentration of the label skew.
+    test_fraction: the share of images held out, a uniformly random
+      subset (the held-out set is centralized, not split over clients).
+    seed: the seed of the held-out split and the client split.
+  """
+  # Imported here: scikit-learn is an optional dependency (`[sim]`).
+  from sklearn import datasets as sk_datasets  # pylint: disable=g-import-not-at-top
+  _check_fraction('test_fraction', test_fraction)
+  bunch = sk_datasets.load_digits()
+  x = (bunch.images / 16.0).astype(np.float32)[..., None]
+  y = bunch.target.astype(np.int32)
+  rng = np.random.default_rng(seed)
+  order = rng.permutation(len(y))
+  num_test = int(round(test_fraction * len(y)))
+  test, train = order[:num_test], order[num_test:]
+  parts = dirichlet_label_skew(y[train], num_clients, alpha, rng)
+  return FederatedData(
+      train=[{'x': x[train[p]], 'y': y[train[p]]} for p in parts],
+      test={'x': x[test], 'y': y[test]},
+      num_classes=10)
+
+
+def synthetic(num_clients: int = 30, alpha: float = 1.0, beta: float = 1.0,
+              *, num_features: int = 60, num_classes: int = 10,
+              test_fraction: float = 0.2, seed: int = 0) -> FederatedData:
+  """FedProx's Synthetic(alpha, beta) data set (Li et al., 2020).
+
+  Args:
+    num_clients: the number of clients (FedProx used 30).
+    alpha: how much the clients' models differ.
+    beta: how much the clients' features differ.
+    num_features: the feature dimension (60 in FedProx).
+    num_classes: the number of classes (10 in FedProx).
+    test_fraction: the share of each client's examples held out (pooled into
+      the centralized held-out set).
+    seed: the generator's seed.
+  """
+  _check_positive_int('num_clients', num_clients)
+  _check_positive_int('num_features', num_features)
+  _check_positive_int('num_classes', num_classes, minimum=2)
+  _check_fraction('test_fraction', test_fraction)
+  for name, value in (('alpha', alpha), ('beta', beta)):
+    if not value >= 0:
+      raise DataError(f'{name}: expected a float >= 0, found {value!r}.')
+  rng = np.random.default_rng(seed)
+  sizes = rng.lognormal(4, 2, num_clients).astype(int) + 50
+  feature_scale = np.sqrt(np.arange(1, num_features + 1) ** -1.2)
+  train, test_x, test_y = [], [], []
+  for size in sizes:
+    u = rng.normal(0.0, np.sqrt(alpha))
+    b = rng.normal(0.0, np.sqrt(beta))
+    kernel = rng.normal(u, 1.0, (num_features, num_classes))
+    bias = rng.normal(u, 1.0, num_classes)
+    mean = rng.normal(b, 1.0, num_features)
+    x = (mean + feature_scale * rng.normal(size=(size, num_features))
+         ).astype(np.float32)
+    y = np.argmax(x @ kernel + bias, axis=1).astype(np.int32)
+    num_test = int(round(test_fraction * size))
+    train.append({'x': x[num_test:], 'y': y[num_test:]})
+    test_x.append(x[:num_test])
+    test_y.append(y[:num_test])
+  return FederatedData(
+      train=train,
+      test={'x': np.concatenate(test_x), 'y': np.concatenate(test_y)},
+      num_classes=num_classes)
+
+
+def save_npz(path: str | os.PathLike, train: Sequence[Mapping[str, np.ndarray]],
+             test: Mapping[str, np.ndarray] | None = None) -> None:
+  """Writes per-client data in the `.npz` layout that `load_npz` reads;
+  clients are named by their index."""
+  arrays = {}
+  for i, client in enumerate(train):
+    arrays[f'x_{i}'], arrays[f'y_{i}'] = client['x'], client['y']
+  if test is not None:
+    arrays['test_x'], arrays['test_y'] = test['x'], test['y']
+  np.savez(path, **arrays)
+
+
+def _as_features(name, array):
+  if array.ndim < 1 or not (np.issubdtype(array.dtype, np.number) or
+                            array.dtype == np.bool_):
+    raise DataError(f'{name}: expected numeric features [n, ...], found '
+                    f'shape {array.shape} {array.dtype}.')
+  return array.astype(np.float32)
+
+
+def _as_labels(name, array, num_examples):
+  if array.shape != (num_examples,) or not np.issubdtype(array.dtype,
+                                                         np.integer):
+    raise DataError(f'{name}: expected integer class labels of shape '
+                    f'({num_examples},), found shape {array.shape} '
+                    f'{array.dtype}.')
+  if num_examples and array.min() < 0:
+    raise DataError(f'{name}: expected labels >= 0, found {array.min()}.')
+  return array.astype(np.int32)
+
+
+def load_npz(path: str | os.PathLike) -> FederatedData:
+  """Reads a user's per-client data in the module's `.npz` layout.
+
+  Raises:
+    DataError: naming the file and the offending key when the file is
+      missing, unreadable, or not in the layout.
+  """
+  try:
+    with np.load(path, allow_pickle=False) as npz:
+      arrays = {key: npz[key] for key in npz.files}
+  except FileNotFoundError as e:
+    raise DataError(f'{path}: no such data file.') from e
+  except (OSError, ValueError, zipfile.BadZipFile) as e:
+    raise DataError(f'{path}: not a readable .npz file ({e}).') from e
+  test_keys = {'test_x', 'test_y'} & set(arrays)
+  if len(test_keys) == 1:
+    raise DataError(f'{path}: found {test_keys.pop()} without its pair; '
+                    "expected both 'test_x' and 'test_y' or neither.")
+  clients = [k[2:] for k in arrays if k.startswith('x_')]
+  expected = {f'{p}_{c}' for c in clients for p in 'xy'} | {'test_x',
+                                                             'test_y'}
+  unexpected = sorted(set(arrays) - expected)
+  if unexpected:
+    raise DataError(
+        f'{path}: unexpected key(s) {unexpected}; expected x_<client> and '
+        'y_<client> pairs and optionally test_x, test_y.')
+  missing = sorted(f'y_{c}' for c in clients if f'y_{c}' not in arrays)
+  if missing or not clients:
+    raise DataError(f'{path}: expected x_<client>, y_<client> pairs for at '
+                    f'least one client; missing {missing or ["x_<client>"]}.')
+  train = []
+  for c in clients:
+    x = _as_features(f'{path}: x_{c}', arrays[f'x_{c}'])
+    train.append({'x': x, 'y': _as_labels(f'{path}: y_{c}', arrays[f'y_{c}'],
+                                          len(x))})
+    if x.shape[1:] != train[0]['x'].shape[1:]:
+      raise DataError(
+          f'{path}: x_{c} has example shape {x.shape[1:]}, but x_{clients[0]}'
+          f' has {train[0]["x"].shape[1:]}; all clients must agree.')
+  if test_keys:
+    x = _as_features(f'{path}: test_x', arrays['test_x'])
+    if x.shape[1:] != train[0]['x'].shape[1:]:
+      raise DataError(f'{path}: test_x has example shape {x.shape[1:]}, the '
+                      f'clients {train[0]["x"].shape[1:]}.')
+    test = {'x': x, 'y': _as_labels(f'{path}: test_y', arrays['test_y'],
+                                    len(x))}
+  else:
+    test = {'x': np.zeros((0,) + train[0]['x'].shape[1:], np.float32),
+            'y': np.zeros((0,), np.int32)}
+  if sum(len(c['y']) for c in train) == 0:
+    raise DataError(f'{path}: every client is empty; expected examples.')
+  num_classes = int(max(d['y'].max() for d in train + [test] if len(d['y'])))
+  return FederatedData(train, test, max(num_classes + 1, 2))

@@ -1,0 +1,126 @@
+"""The client axis, sharded over every device of every process.
+
+A cohort's arrays carry a leading client axis. `client_mesh` lays a 1-D
+`jax.sharding.Mesh` with one axis, `'clients'`, over all devices that JAX
+sees: the local ones, and under `jax.distributed` those of every process.
+`put_clients` places a host array on that mesh split along its first axis;
+`put_replicated` places a copy on every device. Both build global arrays
+from the host data each process holds (`jax.make_array_from_callback`), so
+the same code runs on one device, many local devices, or many hosts; each
+process transfers only its own shards, once.
+
+Multi-host runs use JAX's own runtime: call `initialize_distributed` (a thin
+wrapper of `jax.distributed.initialize` that also picks CPU collectives)
+in every process before any other JAX call. See docs/simulation.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+PyTree = Any
+
+CLIENTS_AXIS = 'clients'
+
+
+def client_mesh(devices=None) -> Mesh:
+  """A 1-D mesh with axis `'clients'` over `devices` (default: all devices,
+  of all processes, in `jax.devices()` order)."""
+  devices = jax.devices() if devices is None else list(devices)
+  if not devices:
+    raise ValueError('client_mesh: devices is empty; expected at least one.')
+  return Mesh(np.asarray(devices), (CLIENTS_AXIS,))
+
+
+def clients_sharding(mesh: Mesh) -> NamedSharding:
+  """Arrays split along their leading (client) axis over the mesh."""
+  return NamedSharding(mesh, PartitionSpec(CLIENTS_AXIS))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+  """A full copy of the array on every device of the mesh."""
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def padded_size(num_clients: int, mesh: Mesh) -> int:
+  """The smallest multiple of the mesh size that holds `num_clients`."""
+  size = mesh.devices.size
+  return -(-num_clients // size) * size
+
+
+def pad_clients(tree: PyTree, size: int) -> PyTree:
+  """Pads every leaf's leading axis with zeros up to `size` (host numpy).
+
+  Zero padding is inert client data: its `mask` is False everywhere.
+  """
+  def pad(leaf):
+    leaf = np.asarray(leaf)
+    if leaf.shape[0] > size:
+      raise ValueError(f'pad_clients: leading axis {leaf.shape[0]} exceeds '
+                       f'the padded size {size}.')
+    if leaf.shape[0] == size:
+      return leaf
+    widths = [(0, size - leaf.shape[0])] + [(0, 0)] * (leaf.ndim - 1)
+    return np.pad(leaf, widths)
+  return jax.tree.map(pad, tree)
+
+
+def _put(tree: PyTree, sharding: NamedSharding) -> PyTree:
+  def put(leaf):
+    if isinstance(leaf, jax.Array) and leaf.sharding == sharding:
+      return leaf
+    if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
+      raise ValueError('put: a global array spread over several processes '
+                       f'must already have the sharding {sharding.spec}; '
+                       f'found {leaf.sharding}.')
+    host = np.asarray(leaf)
+    return jax.make_array_from_callback(host.shape, sharding,
+                                        lambda index: host[index])
+  return jax.tree.map(put, tree)
+
+
+def put_clients(tree: PyTree, mesh: Mesh) -> PyTree:
+  """Places each leaf on the mesh split along its leading (client) axis.
+
+  Every process passes the same full host array and transfers only the
+  shards of its own devices. The leading axis must divide evenly over the
+  mesh (see `pad_clients` and `padded_size`).
+  """
+  size = mesh.devices.size
+  for leaf in jax.tree.leaves(tree):
+    if np.ndim(leaf) < 1 or np.shape(leaf)[0] % size:
+      raise ValueError(
+          f'put_clients: the leading (client) axis must be a multiple of the '
+          f'{size} devices of the mesh, found shape {np.shape(leaf)}.')
+  return _put(tree, clients_sharding(mesh))
+
+
+def put_replicated(tree: PyTree, mesh: Mesh) -> PyTree:
+  """Places a full copy of each leaf on every device of the mesh."""
+  return _put(tree, replicated_sharding(mesh))
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None,
+                           **kwargs) -> None:
+  """`jax.distributed.initialize`, with cross-process CPU collectives on.
+
+  On clusters that JAX detects (SLURM, Open MPI, TPU pods, Kubernetes) every
+  argument may be left out. On CPU, JAX needs a collectives implementation
+  to run one program over several processes; this selects Gloo (when the
+  option exists) before initializing. Call it first, before any other JAX
+  call, in every process. Extra keyword arguments go to
+  `jax.distributed.initialize` unchanged (e.g. `local_device_ids`).
+  """
+  try:
+    jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  except AttributeError:  # A jax without the option: nothing to select.
+    pass
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes,
+                             process_id=process_id, **kwargs)
