@@ -84,7 +84,9 @@ def _zero_padding(batch):
           'mask': mask}
 
 
-def _resolve_model(model_or_model_fn) -> FunctionalModel:
+def resolve_model(model_or_model_fn) -> FunctionalModel:
+  """The `FunctionalModel` itself, or the one a no-arg `model_fn` builds
+  (called twice: returning the same object twice is an error, as in TFF)."""
   if isinstance(model_or_model_fn, FunctionalModel):
     return model_or_model_fn
   if not callable(model_or_model_fn):
@@ -116,6 +118,48 @@ def _check_weighting(client_weighting):
         'client_weighting: expected a jaxclient.ClientWeighting or a callable '
         f'on the client metrics, found {client_weighting!r}.')
   return client_weighting
+
+
+def initial_optimizer_state(optimizer: optax.GradientTransformation,
+                            trainable: PyTree, hparams: Hparams):
+  """A client's fresh optimizer state, with `hparams` (the process state)
+  injected when the optimizer was built with `optax.inject_hyperparams`."""
+  opt_state = optimizer.init(trainable)
+  if hparams:
+    opt_state = opt_state._replace(hyperparams={
+        k: jnp.asarray(hparams[k], jnp.result_type(v))
+        for k, v in opt_state.hyperparams.items()})
+  return opt_state
+
+
+def client_weight(client_weighting, metric_states) -> jax.Array:
+  """A client's float32 weight from its unfinalized metrics."""
+  if client_weighting is ClientWeighting.NUM_EXAMPLES:
+    return metric_states['num_examples'].astype(jnp.float32)
+  if client_weighting is ClientWeighting.UNIFORM:
+    return jnp.ones((), jnp.float32)
+  return jnp.asarray(client_weighting(metric_states), jnp.float32)
+
+
+def finish_client(initial_trainable, final_trainable, metric_states,
+                  initial_metrics, client_weighting
+                  ) -> tuple[ClientResult, dict[str, PyTree]]:
+  """The end of a client's training, TFF's semantics.
+
+  `update = initial - final`; if any value of it is not finite, the update
+  becomes zeros, the weight 0.0 and the metrics `initial_metrics`, with
+  `num_non_finite_clients` set to 1 (else 0).
+  """
+  update = jax.tree.map(jnp.subtract, initial_trainable, final_trainable)
+  finite = all_finite(update)
+  update = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)),
+                        update)
+  weight = jnp.where(finite, client_weight(client_weighting, metric_states),
+                     0.0)
+  metric_states = _tree_select(finite, metric_states, initial_metrics)
+  metric_states['num_non_finite_clients'] = jnp.logical_not(finite).astype(
+      jnp.int32)
+  return ClientResult(update, weight), metric_states
 
 
 class ClientWorkProcess:
@@ -176,21 +220,6 @@ class ClientWorkProcess:
 
   # -- one client ----------------------------------------------------------
 
-  def _initial_optimizer_state(self, trainable, hparams: Hparams):
-    opt_state = self.optimizer.init(trainable)
-    if hparams:
-      opt_state = opt_state._replace(hyperparams={
-          k: jnp.asarray(hparams[k], jnp.result_type(v))
-          for k, v in opt_state.hyperparams.items()})
-    return opt_state
-
-  def _client_weight(self, metric_states):
-    if self.client_weighting is ClientWeighting.NUM_EXAMPLES:
-      return metric_states['num_examples'].astype(jnp.float32)
-    if self.client_weighting is ClientWeighting.UNIFORM:
-      return jnp.ones((), jnp.float32)
-    return jnp.asarray(self.client_weighting(metric_states), jnp.float32)
-
   def client_update(self, hparams: Hparams, weights: ModelWeights,
                     data: Mapping[str, jax.Array],
                     rng: jax.Array | None = None
@@ -208,7 +237,8 @@ class ClientWorkProcess:
     """
     model = self.model
     non_trainable = weights.non_trainable
-    opt_state = self._initial_optimizer_state(weights.trainable, hparams)
+    opt_state = initial_optimizer_state(self.optimizer, weights.trainable,
+                                        hparams)
     initial_metrics = {n: m.init() for n, m in self.metrics.items()}
 
     def train_on_batch(carry, batch_and_index):
@@ -240,15 +270,8 @@ class ClientWorkProcess:
         train_on_batch, (weights.trainable, opt_state, initial_metrics),
         (data, jnp.arange(num_batches)))
 
-    update = jax.tree.map(jnp.subtract, weights.trainable, final_trainable)
-    finite = all_finite(update)
-    update = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)),
-                          update)
-    weight = jnp.where(finite, self._client_weight(metric_states), 0.0)
-    metric_states = _tree_select(finite, metric_states, initial_metrics)
-    metric_states['num_non_finite_clients'] = jnp.logical_not(finite).astype(
-        jnp.int32)
-    return ClientResult(update, weight), metric_states
+    return finish_client(weights.trainable, final_trainable, metric_states,
+                         initial_metrics, self.client_weighting)
 
   # -- the cohort ----------------------------------------------------------
 
@@ -330,6 +353,6 @@ def build_model_delta_client_work(
   Returns:
     A `ClientWorkProcess`.
   """
-  return ClientWorkProcess(_resolve_model(model), _check_optimizer(optimizer),
+  return ClientWorkProcess(resolve_model(model), _check_optimizer(optimizer),
                            _check_weighting(client_weighting),
                            metrics_aggregator)

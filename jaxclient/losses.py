@@ -7,7 +7,6 @@ reach the loss or its gradient. A batch with no valid example has loss 0.
 
 import jax
 import jax.numpy as jnp
-import optax
 
 
 def masked_mean(per_example: jax.Array, mask: jax.Array) -> jax.Array:
@@ -23,9 +22,13 @@ def masked_mean(per_example: jax.Array, mask: jax.Array) -> jax.Array:
 def sparse_categorical_crossentropy(logits: jax.Array, y: jax.Array,
                                     mask: jax.Array) -> jax.Array:
   """Softmax cross-entropy from logits against integer labels `y`."""
+  # A one-hot select rather than a gather: jax2tf converts it to plain TF
+  # ops (TFF's runtime has no XLA gather), and a -inf logit of another class
+  # cannot turn `0 * -inf` into NaN.
   labels = jnp.where(mask, y.reshape(mask.shape), 0).astype(jnp.int32)
-  per_example = optax.softmax_cross_entropy_with_integer_labels(
-      logits, labels)
+  is_label = jnp.arange(logits.shape[-1]) == labels[:, None]
+  log_probs = jax.nn.log_softmax(logits)
+  per_example = -jnp.sum(jnp.where(is_label, log_probs, 0.0), axis=-1)
   return masked_mean(per_example, mask)
 
 

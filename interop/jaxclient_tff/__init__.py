@@ -1,1 +1,16 @@
-"""jaxclient_tff."""
+"""jaxclient_tff: jaxclient's client work as a TFF `ClientWorkProcess`.
+
+`build_model_delta_client_work` is a drop-in for TFF's own: it trains a
+`jaxclient.FunctionalModel` with a TFF, optax or Keras optimizer, on TFF's
+runtime (jax2tf, `backend='tensorflow'`) or as a `tff.jax.computation`
+(`backend='jax'`). `local_cpp_execution_context` runs TFF's C++ runtime and
+stops its worker process on exit.
+"""
+
+from jaxclient_tff import conversion
+from jaxclient_tff.process import build_model_delta_client_work
+from jaxclient_tff.runtime import local_cpp_execution_context
+from jaxclient_tff.runtime import shutdown_workers
+
+__all__ = ['build_model_delta_client_work', 'conversion',
+           'local_cpp_execution_context', 'shutdown_workers']

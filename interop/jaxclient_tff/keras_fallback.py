@@ -1,0 +1,69 @@
+"""The Keras-optimizer fallback: TFF's original `tf.keras` optimizer path.
+
+`build_model_delta_client_work` before TFF 0.84 accepted a no-arg callable
+returning a `tf.keras` optimizer: the process state and hparams are empty, the
+client's trainable weights live in TF variables, and each batch's gradients
+(here from the jax2tf-converted JAX model) are applied with the optimizer's
+own `apply_gradients`, so Keras options (momentum, nesterov, clipnorm,
+clipvalue, ...) take effect. The optimizer and its slots are created anew for
+every client update (TFF initializes a computation's variables per call).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable
+
+import tensorflow as tf
+
+from jaxclient_tff import conversion
+from jaxclient_tff import optimizers
+
+
+class KerasOptimizer:
+  """Adapter for a no-arg callable returning a `tf.keras` optimizer."""
+
+  def __init__(self, optimizer_fn: Callable[[], tf.keras.optimizers.Optimizer],
+               trainable_layout: conversion.PytreeLayout):
+    if optimizers.is_keras_optimizer(optimizer_fn):
+      raise TypeError(
+          'optimizer: expected a no-arg callable returning a tf.keras '
+          'optimizer (e.g. `lambda: tf.keras.optimizers.SGD(0.1)`), found an '
+          f'already-built {type(optimizer_fn).__name__}; the optimizer and '
+          'its slot variables must be created inside the TFF computation.')
+    self.optimizer_fn = optimizer_fn
+    self.trainable = trainable_layout
+    self.initial_hparams = collections.OrderedDict()
+
+  def build(self) -> '_BoundKerasOptimizer':
+    """Creates the variables and the optimizer (inside the computation)."""
+    variables = [tf.Variable(tf.zeros(s.shape, s.dtype), name=f'trainable_{i}')
+                 for i, s in enumerate(self.trainable.specs)]
+    optimizer = self.optimizer_fn()
+    if not optimizers.is_keras_optimizer(optimizer):
+      raise TypeError('optimizer: the callable must return a tf.keras '
+                      f'optimizer, found {type(optimizer).__name__}.')
+    if hasattr(optimizer, 'build'):  # Keras >= 2.11 optimizers.
+      optimizer.build(variables)
+    else:  # Legacy optimizers create their slots eagerly here.
+      optimizer._create_all_weights(variables)  # pylint: disable=protected-access
+    return _BoundKerasOptimizer(optimizer, variables)
+
+
+class _BoundKerasOptimizer:
+  """Trains TF variables with `apply_gradients`; the carried state is `()`."""
+
+  def __init__(self, optimizer, variables):
+    self.optimizer = optimizer
+    self.variables = variables
+
+  def init(self, trainable, hparams):
+    del hparams  # Always empty: Keras optimizers keep theirs in Python.
+    for variable, value in zip(self.variables, trainable):
+      variable.assign(value)
+    return ()
+
+  def step(self, state, trainable, grads):
+    del trainable  # Equal to the variables, which the gradients were taken at.
+    self.optimizer.apply_gradients(zip(grads, self.variables))
+    return state, [v.read_value() for v in self.variables]

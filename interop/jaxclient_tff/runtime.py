@@ -1,0 +1,62 @@
+"""TFF's local C++ runtime, started and stopped cleanly.
+
+TFF's sync local C++ execution context starts a `worker_binary` child process
+on first use. It outlives the Python process (TFF only stops it from a
+`__del__` that rarely runs at interpreter exit) and inherits stdout, so a
+pipeline such as `python script.py | cat` never sees end-of-file and hangs.
+`local_cpp_execution_context` installs the context and, on exit, restores
+the previous one and stops the worker it started; `shutdown_workers` kills
+this process's workers (e.g. one started by TFF's default context) at the
+end of a program.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+
+import psutil
+import tensorflow_federated as tff
+
+WORKER_NAME = 'worker_binary'
+
+
+def worker_processes() -> list[psutil.Process]:
+  """TFF C++ workers that are children of this Python process."""
+  return [p for p in psutil.Process().children(recursive=True)
+          if p.name() == WORKER_NAME]
+
+
+def shutdown_workers(keep=(), timeout: float = 10.0) -> None:
+  """Kills this process's TFF workers, except the pids in `keep`, and waits
+  for them to exit. A context whose worker was killed cannot restart it, so
+  kill only workers whose context is no longer used."""
+  workers = [p for p in worker_processes() if p.pid not in set(keep)]
+  for worker in workers:
+    worker.kill()
+  psutil.wait_procs(workers, timeout=timeout)
+
+
+@contextlib.contextmanager
+def local_cpp_execution_context(**context_kwargs):
+  """Runs the body on a fresh sync local C++ execution context.
+
+  On exit the previous context is back and the worker this context started
+  is gone: dropping the context lets TFF stop it (SIGINT, then wait), and a
+  worker started since entry that is still alive after that is killed.
+  Workers of enclosing contexts keep running.
+
+  Args:
+    **context_kwargs: for `tff.backends.native.
+      create_sync_local_cpp_execution_context` (e.g. `default_num_clients`).
+  """
+  workers_before = [p.pid for p in worker_processes()]
+  context = tff.backends.native.create_sync_local_cpp_execution_context(
+      **context_kwargs)
+  try:
+    with tff.framework.get_context_stack().install(context):
+      yield
+  finally:
+    del context
+    gc.collect()
+    shutdown_workers(keep=workers_before)

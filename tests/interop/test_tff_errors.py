@@ -1,0 +1,102 @@
+"""Bad arguments fail at build time with errors naming the argument."""
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+import tensorflow as tf
+import tensorflow_federated as tff
+
+import jaxclient as jc
+import jaxclient_tff
+import twins
+
+
+def _build(model_fn=None, optimizer=None, weighting=twins.NUM_EXAMPLES,
+           **kwargs):
+  return jaxclient_tff.build_model_delta_client_work(
+      model_fn or twins.linear_twin().jax_model_fn,
+      optimizer or tff.learning.optimizers.build_sgdm(0.1), weighting,
+      **kwargs)
+
+
+def test_model_instance_instead_of_model_fn_is_a_type_error():
+  with pytest.raises(TypeError, match='model_fn: expected a no-arg callable'):
+    _build(model_fn=twins.linear_twin().jax_model_fn())
+
+
+def test_model_fn_returning_the_same_model_is_a_value_error():
+  model = twins.linear_twin().jax_model_fn()
+  with pytest.raises(ValueError, match='same model object'):
+    _build(model_fn=lambda: model)
+
+
+def test_model_fn_returning_a_non_model_is_a_type_error():
+  with pytest.raises(TypeError, match='model_fn: expected to return'):
+    _build(model_fn=lambda: object())
+
+
+def test_model_without_label_spec_is_a_value_error():
+  def model_fn():
+    model = twins.linear_twin().jax_model_fn()
+    return jc.FunctionalModel(
+        model.initial_weights, model.predict_on_batch, model.loss, {},
+        {'x': jax.ShapeDtypeStruct((2,), jnp.float32)})
+  with pytest.raises(ValueError, match=r"input_spec: expected keys 'x' and "
+                     r"'y'.*missing \['y'\]"):
+    _build(model_fn=model_fn)
+
+
+def test_unknown_optimizer_is_a_type_error():
+  with pytest.raises(TypeError, match='optimizer: expected a tff.learning'
+                     '.optimizers.Optimizer.*found int'):
+    _build(optimizer=3)
+
+
+def test_bad_client_weighting_is_a_type_error():
+  with pytest.raises(TypeError, match='client_weighting: expected'):
+    _build(weighting='num_examples')
+
+
+def test_unknown_backend_is_a_value_error():
+  with pytest.raises(ValueError, match="backend: expected one of "
+                     r"\('tensorflow', 'jax'\), found 'xla'"):
+    _build(backend='xla')
+
+
+def test_conflicting_loop_arguments_are_a_value_error():
+  with pytest.raises(ValueError, match='use_experimental_simulation_loop'):
+    _build(use_experimental_simulation_loop=True,
+           loop_implementation=tff.learning.LoopImplementation.DATASET_REDUCE)
+
+
+def test_padded_shape_with_tensorflow_backend_is_a_value_error():
+  with pytest.raises(ValueError, match="padded_shape: only backend='jax'"):
+    _build(padded_shape=(2, 3))
+
+
+def test_unconvertible_jax_op_names_the_limitation():
+  def model_fn():
+    model = twins.mlp_twin().jax_model_fn()
+    def gathering_loss(logits, y, mask):  # take_along_axis: an XLA gather.
+      per_example = optax.softmax_cross_entropy_with_integer_labels(
+          logits, y.reshape(mask.shape))
+      return jc.losses.masked_mean(per_example, mask)
+    return jc.FunctionalModel(
+        model.initial_weights, model.predict_on_batch, gathering_loss,
+        model.metrics, model.input_spec)
+  with pytest.raises(NotImplementedError, match='enable_xla=False'):
+    jaxclient_tff.build_model_delta_client_work(
+        model_fn, tff.learning.optimizers.build_sgdm(0.1), twins.NUM_EXAMPLES)
+
+
+def test_jax_backend_without_padded_shape_is_a_value_error():
+  with pytest.raises(ValueError, match=r"padded_shape: backend='jax' needs "
+                     r'\(num_batches, batch_size\).*found None'):
+    _build(backend='jax')
+
+
+def test_jax_backend_with_keras_optimizer_is_a_type_error():
+  with pytest.raises(TypeError, match="backend='jax' takes an optax"):
+    _build(optimizer=lambda: tf.keras.optimizers.SGD(0.1), backend='jax',
+           padded_shape=(2, 3))
