@@ -18,6 +18,12 @@ from jaxclient.models import ModelWeights
 DATA_KEYS = ('x', 'y', 'mask')
 
 
+def is_int(value) -> bool:
+  """A Python or numpy integer, not a bool (so `np.int64(4)` counts)."""
+  return isinstance(value, (int, np.integer)) and not isinstance(
+      value, (bool, np.bool_))
+
+
 def _describe(leaf) -> str:
   return f'shape {tuple(np.shape(leaf))} {jnp.result_type(leaf)}'
 

@@ -342,10 +342,11 @@ def build_weighted_fed_avg(
     raise TypeError('server_optimizer: expected an optax.GradientTransformation'
                     f', found {type(server_optimizer).__name__}.')
   if clients_per_chunk is not None and (
-      isinstance(clients_per_chunk, bool) or
-      not isinstance(clients_per_chunk, int) or clients_per_chunk < 1):
+      not _validation.is_int(clients_per_chunk) or clients_per_chunk < 1):
     raise ValueError('clients_per_chunk: expected None or a positive int, '
                      f'found {clients_per_chunk!r}.')
+  if clients_per_chunk is not None:
+    clients_per_chunk = int(clients_per_chunk)
   client_work = client_work_lib.build_model_delta_client_work(
       model, client_optimizer, client_weighting, metrics_aggregator)
   return FedAvgProcess(client_work, server_optimizer, metrics_aggregator,

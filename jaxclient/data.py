@@ -19,6 +19,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from jaxclient import _validation
+
 _CANONICAL_DTYPES = {np.dtype(np.float64): np.dtype(np.float32),
                      np.dtype(np.int64): np.dtype(np.int32),
                      np.dtype(np.uint64): np.dtype(np.uint32)}
@@ -34,7 +36,7 @@ def _canonical(array: np.ndarray) -> np.ndarray:
                       copy=False)
 
 
-def _validate(client_datasets) -> list[dict[str, np.ndarray]]:
+def _check_clients(client_datasets) -> list[dict[str, np.ndarray]]:
   if isinstance(client_datasets, Mapping) or not isinstance(
       client_datasets, Sequence):
     raise TypeError('pack: client_datasets must be a list of per-client '
@@ -105,17 +107,19 @@ def pack(client_datasets: Sequence[Mapping[str, np.ndarray]],
     `{'x': [C, B, N, ...], 'y': [C, B, N, ...], 'mask': [C, B, N] bool}`
     numpy arrays; padded entries are zero with `mask == False`.
   """
-  if not isinstance(batch_size, int) or batch_size < 1:
+  if not _validation.is_int(batch_size) or batch_size < 1:
     raise ValueError(f'pack: batch_size must be a positive int, found '
                      f'{batch_size!r}.')
-  if not isinstance(num_epochs, int) or num_epochs < 0:
+  if not _validation.is_int(num_epochs) or num_epochs < 0:
     raise ValueError(f'pack: num_epochs must be a non-negative int, found '
                      f'{num_epochs!r}.')
-  if num_batches is not None and (not isinstance(num_batches, int) or
+  if num_batches is not None and (not _validation.is_int(num_batches) or
                                   num_batches < 1):
     raise ValueError(f'pack: num_batches must be None or a positive int, '
                      f'found {num_batches!r}.')
-  clients = _validate(client_datasets)
+  batch_size, num_epochs = int(batch_size), int(num_epochs)
+  num_batches = None if num_batches is None else int(num_batches)
+  clients = _check_clients(client_datasets)
   needed = [math.ceil(c['x'].shape[0] * num_epochs / batch_size)
             for c in clients]
   total_batches = num_batches if num_batches is not None else max(

@@ -130,3 +130,11 @@ def test_bad_client_datasets(clients, message):
 def test_bad_sizes(kwargs, field):
   with pytest.raises(ValueError, match=f'pack: {field} must be'):
     jc.data.pack(clients_of_sizes([3]), **kwargs)
+
+
+def test_numpy_integers_are_accepted_and_bools_are_not():
+  packed = jc.data.pack(clients_of_sizes([5]), np.int64(2), np.int32(2),
+                        num_batches=np.int64(6))
+  assert packed['mask'].shape == (1, 6, 2)
+  with pytest.raises(ValueError, match='pack: batch_size must be'):
+    jc.data.pack(clients_of_sizes([5]), True)
