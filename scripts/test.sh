@@ -36,7 +36,8 @@ run_notebooks() {  # run_notebooks PYTHON NOTEBOOK...
 step "notebooks (core env)" run_notebooks .venv/bin/python "${core_notebooks[@]}"
 step "notebooks (TFF env)" run_notebooks .venv-tff/bin/python "${tff_notebooks[@]}"
 
-leftover=$(pgrep -f worker_binary || true)
+# Live workers only: a zombie ([worker_binary] <defunct>) holds no pipe.
+leftover=$(ps -eo pid=,stat=,args= | awk '$2 !~ /^Z/ && /[w]orker_binary/ {print $1}' | tr '\n' ' ')
 if [ -n "$leftover" ]; then
   echo "FAIL: TFF worker_binary still running (pids: $leftover); killing it" >&2
   kill $leftover 2>/dev/null || true
