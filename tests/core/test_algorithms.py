@@ -56,26 +56,36 @@ def test_rounds_equal_a_numpy_fedavg_loop(weighting):
   np.testing.assert_allclose([m['loss'] for m in metrics], losses, rtol=1e-5)
 
 
-def test_round_is_client_work_then_weighted_mean_then_server_step():
-  process = scenario.build()
+def client_work_then_weighted_mean(data):
+  """The client work alone, then the weighted mean of its updates by hand.
+
+  Returns (initial weights, client work output, {name: mean update}).
+  """
   client_work = jc.build_model_delta_client_work(
       scenario.model(), jc.optimizers.build_sgdm(scenario.CLIENT_LR),
       jc.ClientWeighting.NUM_EXAMPLES)
-  data = scenario.cohort(0)
   initial = scenario.model().initial_weights
   work = client_work.next(client_work.initialize(), initial, data)
+  weights = np.asarray(work.result.update_weight)
+  means = {k: np.tensordot(weights, np.asarray(u, np.float64), 1) /
+              weights.sum() for k, u in work.result.update.items()}
+  return initial, work, means
+
+
+def test_round_is_client_work_then_weighted_mean_then_server_step():
+  process = scenario.build()
+  data = scenario.cohort(0)
+  initial, work, means = client_work_then_weighted_mean(data)
 
   state, metrics = process.next(process.initialize(), data)
 
-  weights = np.asarray(work.result.update_weight)
-  np.testing.assert_array_equal(weights, [10, 6, 14, 0, 4, 8, 12])
+  np.testing.assert_array_equal(work.result.update_weight,
+                                [10, 6, 14, 0, 4, 8, 12])
   for k, w0 in initial.trainable.items():
-    update = np.asarray(work.result.update[k], np.float64)
-    mean = np.tensordot(weights, update, 1) / weights.sum()
     # SGDM's first step: accumulator = mean, w <- w - lr * mean.
     np.testing.assert_allclose(
         state.global_model_weights.trainable[k],
-        np.asarray(w0) - scenario.SERVER_LR * mean, rtol=1e-6, atol=1e-7)
+        np.asarray(w0) - scenario.SERVER_LR * means[k], rtol=1e-6, atol=1e-7)
   train, expected = metrics['client_work']['train'], work.measurements['train']
   assert list(train) == list(expected)
   for k in expected:
@@ -217,19 +227,12 @@ def test_bad_arguments_name_the_field():
 def test_default_server_optimizer_is_plain_fedavg():
   process = algorithms.build_weighted_fed_avg(
       scenario.model(), jc.optimizers.build_sgdm(scenario.CLIENT_LR))
-  client_work = jc.build_model_delta_client_work(
-      scenario.model(), jc.optimizers.build_sgdm(scenario.CLIENT_LR),
-      jc.ClientWeighting.NUM_EXAMPLES)
   data = scenario.cohort(0)
-  initial = scenario.model().initial_weights
-  work = client_work.next(client_work.initialize(), initial, data)
+  initial, _, means = client_work_then_weighted_mean(data)
   state, _ = process.next(process.initialize(), data)
-  weights = np.asarray(work.result.update_weight)
   for k, w0 in initial.trainable.items():
-    mean = np.tensordot(weights, np.asarray(work.result.update[k]), 1) / (
-        weights.sum())
     np.testing.assert_allclose(state.global_model_weights.trainable[k],
-                               np.asarray(w0) - mean, rtol=1e-6, atol=1e-7)
+                               np.asarray(w0) - means[k], rtol=1e-6, atol=1e-7)
 
 
 def test_checkpoint_restore_resumes_to_the_same_state(tmp_path):
