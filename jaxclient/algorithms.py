@@ -308,6 +308,7 @@ def build_weighted_fed_avg(
                       ) = client_work_lib.ClientWeighting.NUM_EXAMPLES,
     metrics_aggregator: metrics_lib.MetricsAggregator | None = None,
     clients_per_chunk: int | None = None,
+    clients_per_block: int | None = None,
     mesh: jax.sharding.Mesh | None = None,
 ) -> FedAvgProcess:
   """Builds weighted federated averaging (TFF's `build_weighted_fed_avg`).
@@ -330,6 +331,8 @@ def build_weighted_fed_avg(
       (rounded up to a multiple of the mesh size) and sums their weighted
       updates as it goes; device memory then grows with the chunk, not with
       the cohort. Default: the whole cohort at once.
+    clients_per_block: clients vmapped at once inside a chunk (see
+      `jaxclient.build_model_delta_client_work`); default automatic.
     mesh: the mesh whose `'clients'` axis splits the cohort; default
       `jaxclient.sharding.client_mesh()`, every device of every process.
 
@@ -348,7 +351,8 @@ def build_weighted_fed_avg(
   if clients_per_chunk is not None:
     clients_per_chunk = int(clients_per_chunk)
   client_work = client_work_lib.build_model_delta_client_work(
-      model, client_optimizer, client_weighting, metrics_aggregator)
+      model, client_optimizer, client_weighting, metrics_aggregator,
+      clients_per_block=clients_per_block)
   return FedAvgProcess(client_work, server_optimizer, metrics_aggregator,
                        clients_per_chunk,
                        mesh if mesh is not None else sharding_lib.client_mesh())

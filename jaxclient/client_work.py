@@ -162,6 +162,24 @@ def finish_client(initial_trainable, final_trainable, metric_states,
   return ClientResult(update, weight), metric_states
 
 
+# On a CPU, vmapping a whole cohort of a mid-sized model streams every
+# client's weights, gradients and optimizer state through memory at every
+# step; blocks whose trainable weights total about this many bytes stay in
+# cache (measured on the 2NN: blocks of 4 clients run 2.2x faster than one
+# vmap of 1000 clients, and as fast as a per-client loop).
+_CPU_BLOCK_BYTES = 4 * 2**20
+
+
+def _default_clients_per_block(trainable) -> int | None:
+  """None (the whole cohort in one vmap) on accelerators; on a CPU, as many
+  clients as fit `_CPU_BLOCK_BYTES` of trainable weights (at least 1)."""
+  if jax.default_backend() != 'cpu':
+    return None
+  size = sum(np.size(leaf) * jnp.result_type(leaf).itemsize
+             for leaf in jax.tree.leaves(trainable))
+  return max(1, _CPU_BLOCK_BYTES // max(size, 1))
+
+
 class ClientWorkProcess:
   """Client work for federated averaging over a `FunctionalModel`.
 
@@ -173,8 +191,12 @@ class ClientWorkProcess:
   def __init__(self, model: FunctionalModel,
                optimizer: optax.GradientTransformation,
                client_weighting: ClientWeighting | Callable[..., jax.Array],
-               metrics_aggregator: metrics_lib.MetricsAggregator | None = None):
+               metrics_aggregator: metrics_lib.MetricsAggregator | None = None,
+               clients_per_block: int | None = None):
     self.model = model
+    self._clients_per_block = (
+        clients_per_block if clients_per_block is not None else
+        _default_clients_per_block(model.initial_weights.trainable))
     self.optimizer = optimizer
     self.client_weighting = client_weighting
     self.metrics = metrics_lib.with_built_ins(model.metrics)
@@ -288,13 +310,54 @@ class ClientWorkProcess:
     Returns:
       `(ClientResult [C, ...], unfinalized metrics [C, ...])`.
     """
-    client_rngs = None if rng is None else jax.vmap(
-        lambda i: jax.random.fold_in(rng, i))(client_ids)
-    return jax.vmap(
-        self.client_update,
-        in_axes=(None, 0 if weights_per_client else None, 0,
-                 None if rng is None else 0))(state, weights, client_data,
-                                              client_rngs)
+    def train(ids, data, client_weights):
+      client_rngs = None if rng is None else jax.vmap(
+          lambda i: jax.random.fold_in(rng, i))(ids)
+      return jax.vmap(
+          self.client_update,
+          in_axes=(None, 0 if weights_per_client else None, 0,
+                   None if rng is None else 0))(state, client_weights, data,
+                                                client_rngs)
+
+    num_clients = client_ids.shape[0]
+    block = self.clients_per_block(num_clients)
+    if block == num_clients:
+      return train(client_ids, client_data, weights)
+    # Blocks of clients run one after another inside the same program, so
+    # the working set (weights, gradients, optimizer state of a block)
+    # stays in cache; each block is vmapped. Block j holds the clients
+    # j, j + C/k, j + 2C/k, ...: with the client axis split over devices in
+    # contiguous runs, every device then trains its share of each block and
+    # the loop over blocks needs no communication.
+    def blocked(tree):
+      return jax.tree.map(
+          lambda v: v.reshape((block, num_clients // block) +
+                              v.shape[1:]).swapaxes(0, 1), tree)
+    per_client_weights = weights if weights_per_client else None
+    outputs = jax.lax.map(
+        lambda xs: train(xs[0], xs[1],
+                         xs[2] if weights_per_client else weights),
+        blocked((client_ids, client_data, per_client_weights)))
+    return jax.tree.map(
+        lambda v: v.swapaxes(0, 1).reshape((num_clients,) + v.shape[2:]),
+        outputs)
+
+  def clients_per_block(self, num_clients: int) -> int:
+    """How many of `num_clients` clients are vmapped at once.
+
+    The largest divisor of `num_clients` not above the block size this
+    process was built with times the device count (each device trains that
+    many), and a multiple of the device count when `num_clients` is one, so
+    that a block spreads evenly over the devices. `num_clients` itself when
+    built for whole-cohort vmaps.
+    """
+    if self._clients_per_block is None:
+      return num_clients
+    devices = jax.device_count()
+    limit = self._clients_per_block * devices
+    step = devices if num_clients % devices == 0 else 1
+    return max(d for d in range(step, min(limit, num_clients) + 1, step)
+               if num_clients % d == 0)
 
   def _next_impl(self, state, weights, client_data, rng, weights_per_client):
     num_clients = client_data['mask'].shape[0]
@@ -337,6 +400,8 @@ def build_model_delta_client_work(
     optimizer: optax.GradientTransformation,
     client_weighting: ClientWeighting | Callable[..., jax.Array],
     metrics_aggregator: metrics_lib.MetricsAggregator | None = None,
+    *,
+    clients_per_block: int | None = None,
 ) -> ClientWorkProcess:
   """Builds the client work of federated averaging (TFF's, in JAX).
 
@@ -349,10 +414,19 @@ def build_model_delta_client_work(
       on a client's unfinalized metrics returning its scalar weight.
     metrics_aggregator: `(metrics) -> (stacked unfinalized -> finalized)`;
       default `jaxclient.metrics.sum_then_finalize`.
+    clients_per_block: how many clients each device trains at a time in
+      one `vmap`; blocks run one after another inside the same compiled
+      program (see `ClientWorkProcess.clients_per_block`). Results do not
+      depend on it. Default: the whole cohort on GPU/TPU; on a CPU, as many
+      clients as keep about 4 MiB of trainable weights in cache.
 
   Returns:
     A `ClientWorkProcess`.
   """
+  if clients_per_block is not None and (
+      not _validation.is_int(clients_per_block) or clients_per_block < 1):
+    raise ValueError('clients_per_block: expected None or a positive int, '
+                     f'found {clients_per_block!r}.')
   return ClientWorkProcess(resolve_model(model), _check_optimizer(optimizer),
                            _check_weighting(client_weighting),
-                           metrics_aggregator)
+                           metrics_aggregator, clients_per_block)

@@ -1,6 +1,8 @@
 """Semantics of the client work beyond the plain loop: non-finite updates,
 inert padding, weighting, aggregation, hparams, broadcasting, compilation."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -237,3 +239,33 @@ def test_dropout_randomness_is_per_client_and_independent_of_cohort():
                          rng=jax.random.PRNGKey(8))
   assert not np.array_equal(pair.result.update['kernel'][0],
                             changed.result.update['kernel'][0])
+
+
+@pytest.mark.parametrize('clients_per_block, used', [(1, 1), (2, 2), (4, 3),
+                                                     (100, 6)])
+def test_clients_per_block_changes_nothing_but_the_schedule(clients_per_block,
+                                                            used):
+  rng = np.random.default_rng(3)
+  clients = [{'x': rng.normal(size=(n, 2)).astype(np.float32),
+              'y': rng.normal(size=(n, 1)).astype(np.float32)}
+             for n in (5, 0, 3, 8, 1, 4)]
+  data = jc.data.pack(clients, batch_size=2)
+  stacked = jax.tree.map(
+      lambda v: jnp.stack([v + 0.1 * i for i in range(6)]), WEIGHTS)
+  whole = build(jc.optimizers.build_adam(0.1), clients_per_block=6)
+  blocked = build(jc.optimizers.build_adam(0.1),
+                  clients_per_block=clients_per_block)
+  assert blocked.clients_per_block(6) == used
+  for weights in (WEIGHTS, stacked):
+    a = whole.next(whole.initialize(), weights, data,
+                   rng=jax.random.PRNGKey(0))
+    b = blocked.next(blocked.initialize(), weights, data,
+                     rng=jax.random.PRNGKey(0))
+    for leaf_a, leaf_b in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+      np.testing.assert_allclose(leaf_a, leaf_b, rtol=1e-6, atol=1e-7)
+
+
+def test_clients_per_block_must_be_a_positive_int():
+  with pytest.raises(ValueError, match=re.escape(
+      'clients_per_block: expected None or a positive int, found 0.')):
+    build(clients_per_block=0)
