@@ -333,11 +333,12 @@ class ClientWorkProcess:
       return jax.tree.map(
           lambda v: v.reshape((block, num_clients // block) +
                               v.shape[1:]).swapaxes(0, 1), tree)
-    per_client_weights = weights if weights_per_client else None
-    outputs = jax.lax.map(
-        lambda xs: train(xs[0], xs[1],
-                         xs[2] if weights_per_client else weights),
-        blocked((client_ids, client_data, per_client_weights)))
+    if weights_per_client:
+      outputs = jax.lax.map(lambda xs: train(*xs),
+                            blocked((client_ids, client_data, weights)))
+    else:
+      outputs = jax.lax.map(lambda xs: train(*xs, weights),
+                            blocked((client_ids, client_data)))
     return jax.tree.map(
         lambda v: v.swapaxes(0, 1).reshape((num_clients,) + v.shape[2:]),
         outputs)

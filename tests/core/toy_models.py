@@ -22,27 +22,30 @@ def _affine(weights, x, training, rng=None):
   return x @ weights.trainable['kernel'] + weights.trainable['bias']
 
 
+def _affine_model(params, loss, metrics, y_spec):
+  num_features = params['kernel'].shape[0]
+  return jc.FunctionalModel(
+      initial_weights=jc.ModelWeights(jax.tree.map(jnp.asarray, params), {}),
+      predict_on_batch=_affine,
+      loss=loss,
+      metrics=metrics,
+      input_spec={'x': jax.ShapeDtypeStruct((num_features,), jnp.float32),
+                  'y': y_spec})
+
+
 def linear_regression(num_features=2, num_outputs=1, params=None):
   """`x @ kernel + bias` under mean squared error."""
-  params = params or linear_params(num_features, num_outputs)
-  return jc.FunctionalModel(
-      initial_weights=jc.ModelWeights(
-          jax.tree.map(jnp.asarray, params), {}),
-      predict_on_batch=_affine,
-      loss=jc.losses.mean_squared_error,
-      metrics={'mean_squared_error': jc.metrics.mean_squared_error()},
-      input_spec={'x': jax.ShapeDtypeStruct((num_features,), jnp.float32),
-                  'y': jax.ShapeDtypeStruct((num_outputs,), jnp.float32)})
+  return _affine_model(
+      params or linear_params(num_features, num_outputs),
+      jc.losses.mean_squared_error,
+      {'mean_squared_error': jc.metrics.mean_squared_error()},
+      jax.ShapeDtypeStruct((num_outputs,), jnp.float32))
 
 
 def softmax_regression(num_features, num_classes, params=None):
   """Softmax regression under sparse categorical cross-entropy."""
-  params = params or linear_params(num_features, num_classes)
-  return jc.FunctionalModel(
-      initial_weights=jc.ModelWeights(
-          jax.tree.map(jnp.asarray, params), {}),
-      predict_on_batch=_affine,
-      loss=jc.losses.sparse_categorical_crossentropy,
-      metrics={'accuracy': jc.metrics.sparse_categorical_accuracy()},
-      input_spec={'x': jax.ShapeDtypeStruct((num_features,), jnp.float32),
-                  'y': jax.ShapeDtypeStruct((), jnp.int32)})
+  return _affine_model(
+      params or linear_params(num_features, num_classes),
+      jc.losses.sparse_categorical_crossentropy,
+      {'accuracy': jc.metrics.sparse_categorical_accuracy()},
+      jax.ShapeDtypeStruct((), jnp.int32))
