@@ -100,10 +100,9 @@ class _Worker:
             update_path):
     workload = workloads.WORKLOADS[workload]
     data = workloads.client_data(workload, clients, batches, batch_size)
-    kwargs = {'peer_name': self.peer_name} if self.peer_name.startswith(
-        'tff') else {}
+    options = PEERS[self.peer_name][2]
     start = time.perf_counter()
-    self.peer = self.module.build(workload, data, learning_rate, **kwargs)
+    self.peer = self.module.build(workload, data, learning_rate, **options)
     built = time.perf_counter()
     output = self.peer.run()
     first = time.perf_counter()

@@ -208,7 +208,8 @@ class FedAvgProcess:
   def _train_chunk_impl(self, partial, state, data, client_ids, num_clients,
                         rng):
     result, client_metrics = self.client_work.cohort_update(
-        state.client_work, state.global_model_weights, data, client_ids, rng)
+        state.client_work, state.global_model_weights, data, client_ids, rng,
+        mesh=self.mesh)
     # Padding clients (ids past the cohort) count for nothing, even UNIFORMly.
     valid = client_ids < num_clients
     weight = jnp.where(valid, result.update_weight, 0.0)

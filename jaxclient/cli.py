@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
   train.add_argument('--clients-per-chunk', type=_positive_int, default=None,
                      help='train a round in chunks of this many clients')
   train.add_argument('--seed', type=_nonnegative_int, default=0)
+  train.add_argument('--cpu-devices', type=_positive_int, default=None,
+                     help='CPU devices to split each cohort over (default: '
+                     'one per core, when this command starts JAX)')
   out = p.add_argument_group('output')
   out.add_argument('--name', default=None,
                    help='run name; default <dataset>-<model>')
@@ -255,6 +258,18 @@ def _evaluator(model, test):
   return run if len(test['y']) else None
 
 
+def _split_cpu(count):
+  """One CPU device per core (`count` if given), so that FedAvg's mesh
+  spreads each cohort over every core. Without `count`, a process in which
+  JAX has already started (the command called from Python) keeps its
+  devices."""
+  try:
+    sharding.set_cpu_device_count(count)
+  except RuntimeError as e:
+    if count is not None:
+      raise UsageError(f'--cpu-devices: {e}') from None
+
+
 def _check_resume(args, output_dir):
   path = os.path.join(output_dir, 'history.json')
   if not os.path.exists(os.path.join(output_dir, CHECKPOINT)) or (
@@ -348,6 +363,7 @@ def run(args) -> dict:
     The last round's history entry.
   """
   started = time.perf_counter()
+  _split_cpu(args.cpu_devices)
   name = args.name or f'{args.dataset}-{args.model}'
   output_dir = args.output_dir or os.path.join('runs', name)
   history = _check_resume(args, output_dir) if args.resume else []

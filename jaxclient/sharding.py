@@ -9,6 +9,13 @@ from the host data each process holds (`jax.make_array_from_callback`), so
 the same code runs on one device, many local devices, or many hosts; each
 process transfers only its own shards, once.
 
+On a CPU, JAX shows one device, and one device runs one program on one
+core at a time (XLA:CPU parallelizes only large single operations; a
+cohort of small per-client steps keeps one core busy).
+`set_cpu_device_count` splits the host into one device per core before JAX
+starts, so that `client_mesh` spreads the cohort over every core (the 2NN,
+100 clients, 2 cores: 1.9x).
+
 Multi-host runs use JAX's own runtime: call `initialize_distributed` (a thin
 wrapper of `jax.distributed.initialize` that also picks CPU collectives)
 in every process before any other JAX call. See docs/simulation.md.
@@ -16,6 +23,8 @@ in every process before any other JAX call. See docs/simulation.md.
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Any
 
 import jax
@@ -27,6 +36,33 @@ PyTree = Any
 CLIENTS_AXIS = 'clients'
 
 
+def set_cpu_device_count(count: int | None = None) -> int:
+  """Makes JAX show `count` CPU devices (default: one per core this process
+  may run on); returns the count.
+
+  Call it before JAX runs anything (right after `import jax`): the CPU
+  backend reads the count when it starts. Accelerators are unaffected.
+  """
+  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+  if count is None:
+    count = len(os.sched_getaffinity(0))
+  if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+    raise ValueError('set_cpu_device_count: count: expected None or a '
+                     f'positive int, found {count!r}.')
+  if xla_bridge.backends_are_initialized():
+    raise RuntimeError(
+        'set_cpu_device_count: JAX has already started its backends; call '
+        'it before any JAX computation (right after `import jax`).')
+  if 'jax_num_cpu_devices' in jax.config.values:
+    jax.config.update('jax_num_cpu_devices', count)
+  else:  # jax < 0.4.38: the XLA flag, read when the CPU backend starts.
+    flags = re.sub(r'--xla_force_host_platform_device_count=\S*', '',
+                   os.environ.get('XLA_FLAGS', ''))
+    os.environ['XLA_FLAGS'] = (
+        f'{flags} --xla_force_host_platform_device_count={count}'.strip())
+  return count
+
+
 def client_mesh(devices=None) -> Mesh:
   """A 1-D mesh with axis `'clients'` over `devices` (default: all devices,
   of all processes, in `jax.devices()` order)."""
@@ -34,6 +70,23 @@ def client_mesh(devices=None) -> Mesh:
   if not devices:
     raise ValueError('client_mesh: devices is empty; expected at least one.')
   return Mesh(np.asarray(devices), (CLIENTS_AXIS,))
+
+
+def map_client_shards(fun, mesh: Mesh, in_specs, out_specs):
+  """`shard_map(fun)` over `mesh`: each device runs `fun` on its own shard
+  (of the client axis, for arguments with spec `PartitionSpec('clients')`).
+
+  Replication is not checked: a client's training loop starts from
+  replicated weights and ends with per-client ones.
+  """
+  try:
+    from jax import shard_map  # pylint: disable=g-import-not-at-top
+    unchecked = {'check_vma': False}
+  except ImportError:  # jax < 0.6
+    from jax.experimental.shard_map import shard_map  # pylint: disable=g-import-not-at-top
+    unchecked = {'check_rep': False}
+  return shard_map(fun, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
+                   **unchecked)
 
 
 def clients_sharding(mesh: Mesh) -> NamedSharding:

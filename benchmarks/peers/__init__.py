@@ -1,10 +1,11 @@
 """One module per peer. Each exposes
 
-    build(workload, data, learning_rate) -> Peer
+    build(workload, data, learning_rate, **options) -> Peer
 
 where `data` is `workloads.client_data(...)` (numpy). `build` puts the data
 where the peer wants it (device arrays, `tf.data` datasets) and builds the
-computation; nothing is compiled or run until `Peer.run`.
+computation; nothing is compiled or run until `Peer.run`. `options` are the
+peer's entry in `PEERS`.
 """
 
 from __future__ import annotations
@@ -12,15 +13,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-# peer name -> (module under benchmarks.peers, environment it runs in).
+# peer name -> (module under benchmarks.peers, environment it runs in,
+# keyword arguments of the module's `build`).
 PEERS = {
-    'jaxclient': ('jaxclient_client_work', 'core'),
-    'plain_loop': ('plain_loop', 'core'),
-    'drjax': ('drjax_map_fn', 'bench'),
-    'fedjax': ('fedjax_for_each_client', 'bench'),
-    'tff': ('tff_client_work', 'tff'),
-    'tff_iterator': ('tff_client_work', 'tff'),
-    'jaxclient_tff': ('jaxclient_tff_client_work', 'tff'),
+    'jaxclient': ('jaxclient_client_work', 'core', {}),
+    'jaxclient_cores': ('jaxclient_client_work', 'core',
+                        {'one_device_per_core': True}),
+    'plain_loop': ('plain_loop', 'core', {}),
+    'drjax': ('drjax_map_fn', 'bench', {}),
+    'fedjax': ('fedjax_for_each_client', 'bench', {}),
+    'tff': ('tff_client_work', 'tff', {'loop': 'DATASET_REDUCE'}),
+    'tff_iterator': ('tff_client_work', 'tff', {'loop': 'DATASET_ITERATOR'}),
+    'jaxclient_tff': ('jaxclient_tff_client_work', 'tff', {}),
 }
 
 

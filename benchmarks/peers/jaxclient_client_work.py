@@ -1,9 +1,16 @@
 """jaxclient: `build_model_delta_client_work(...).next`, all clients in one
-jitted, vmapped program."""
+jitted program.
+
+Peer `jaxclient` runs on JAX's default device; `jaxclient_cores` first
+splits the CPU into one device per core (`set_cpu_device_count`) and spreads
+the cohort over them (`client_mesh`, `put_clients`): what a user of a
+multi-core CPU runs. On an accelerator the two are the same.
+"""
 
 import jax
 import jax.numpy as jnp
 import jaxclient as jc
+import numpy as np
 
 from benchmarks import workloads
 from benchmarks.peers import Peer
@@ -23,18 +30,22 @@ def functional_model(workload: workloads.Workload) -> jc.FunctionalModel:
                   'y': jax.ShapeDtypeStruct((), jnp.int32)})
 
 
-def build(workload, data, learning_rate) -> Peer:
+def build(workload, data, learning_rate, one_device_per_core=False) -> Peer:
+  if one_device_per_core:
+    jc.sharding.set_cpu_device_count()
+  mesh = jc.sharding.client_mesh()
   model = functional_model(workload)
   process = jc.build_model_delta_client_work(
       model, jc.optimizers.build_sgdm(learning_rate=learning_rate),
       jc.ClientWeighting.NUM_EXAMPLES)
   state = process.initialize()
-  client_data = jax.device_put({**data, 'mask': jnp.ones(data['y'].shape,
-                                                         bool)})
+  client_data = jc.sharding.put_clients(
+      {**data, 'mask': np.ones(data['y'].shape, bool)}, mesh)
+
+  weights = jc.sharding.put_replicated(model.initial_weights, mesh)
 
   def run():
-    return jax.block_until_ready(
-        process.next(state, model.initial_weights, client_data))
+    return jax.block_until_ready(process.next(state, weights, client_data))
 
   def mean_update(output):
     return workloads.weighted_mean_update(output.result.update,

@@ -3,8 +3,9 @@ TFF's stock C++ runtime: a Keras twin of the workload's model (same layers,
 same initial weights) via `tff.learning.models.from_keras_model`, TFF's SGD,
 clients' data as `tf.data` datasets of the same batches.
 
-Peer `tff` uses the default loop (`LoopImplementation.DATASET_REDUCE`),
-`tff_iterator` the other one (`DATASET_ITERATOR`).
+`loop` names the `tff.learning.LoopImplementation`: peer `tff` uses the
+default (`DATASET_REDUCE`), `tff_iterator` the other one
+(`DATASET_ITERATOR`).
 """
 
 import collections
@@ -15,10 +16,6 @@ import tensorflow_federated as tff
 
 from benchmarks import workloads
 from benchmarks.peers import Peer
-
-LOOPS = {'tff': tff.learning.LoopImplementation.DATASET_REDUCE,
-         'tff_iterator': tff.learning.LoopImplementation.DATASET_ITERATOR}
-
 
 def keras_model(workload: workloads.Workload) -> tf.keras.Model:
   """The workload's layers in Keras, initialized from `workload.init()`."""
@@ -54,7 +51,7 @@ def client_datasets(data):
           for x, y in zip(data['x'], data['y'])]
 
 
-def build(workload, data, learning_rate, peer_name='tff') -> Peer:
+def build(workload, data, learning_rate, loop='DATASET_REDUCE') -> Peer:
   def model_fn():
     return tff.learning.models.from_keras_model(
         keras_model(workload), input_spec=input_spec(workload),
@@ -63,7 +60,7 @@ def build(workload, data, learning_rate, peer_name='tff') -> Peer:
   process = tff.learning.templates.build_model_delta_client_work(
       model_fn, tff.learning.optimizers.build_sgdm(learning_rate=learning_rate),
       tff.learning.ClientWeighting.NUM_EXAMPLES,
-      loop_implementation=LOOPS[peer_name])
+      loop_implementation=tff.learning.LoopImplementation[loop])
   return federated_peer(process, workload, data)
 
 

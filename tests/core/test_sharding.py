@@ -82,3 +82,62 @@ def test_put_clients_rejects_an_uneven_client_axis():
     jc.sharding.put_clients({'a': np.float32(1.0)}, mesh)
   with pytest.raises(ValueError, match='pad_clients: leading axis 3 exceeds'):
     jc.sharding.pad_clients(np.zeros(3), 2)
+
+
+_NEXT_ON_CORES = '''
+import jax, numpy as np, flax.linen as nn, jaxclient as jc
+assert jc.sharding.set_cpu_device_count(2) == 2
+class Net(nn.Module):
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = nn.Dropout(0.3, deterministic=not train)(nn.relu(nn.Dense(5)(x)))
+    return nn.Dense(3)(x)
+rng = np.random.default_rng(0)
+clients = [{'x': rng.normal(size=(n, 4)).astype(np.float32),
+            'y': rng.integers(0, 3, n).astype(np.int32)} for n in (5, 0, 7, 3)]
+model = jc.models.from_flax(Net(), clients[0]['x'][:1],
+                            jc.losses.sparse_categorical_crossentropy,
+                            sample_y=clients[0]['y'][:1], train_kwarg='train')
+process = jc.build_model_delta_client_work(
+    model, jc.optimizers.build_sgdm(0.1, momentum=0.9),
+    jc.ClientWeighting.NUM_EXAMPLES)
+data, key = jc.data.pack(clients, batch_size=2), jax.random.PRNGKey(3)
+per_client = jax.tree.map(lambda w: np.stack([w * (1 + i) for i in range(4)]),
+                          model.initial_weights)
+mesh = jc.sharding.client_mesh()
+results = []
+for place, place_weights in (
+    (lambda t: jax.device_put(t, jax.devices()[0]),) * 2,
+    (lambda t: jc.sharding.put_clients(t, mesh),) * 2):
+  out = process.next(process.initialize(), place_weights(per_client),
+                     place(data), rng=key)
+  results.append(out)
+one, two = results
+assert len(jax.devices()) == 2
+assert len(two.result.update_weight.sharding.device_set) == 2
+for a, b in zip(jax.tree.leaves((one.result, one.measurements)),
+                jax.tree.leaves((two.result, two.measurements))):
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6,
+                             atol=1e-7)
+print('ok')
+'''
+
+
+def test_next_on_a_client_sharded_cohort_equals_one_device():
+  # Each of the 2 CPU devices trains its own 2 clients (shard_map); dropout
+  # keys and per-client weights follow the clients to their device.
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  done = subprocess.run([sys.executable, '-c', _NEXT_ON_CORES], cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert done.stdout.strip() == 'ok'
+
+
+def test_set_cpu_device_count_rejects_a_started_backend_and_bad_counts():
+  jax.devices()
+  with pytest.raises(RuntimeError, match='set_cpu_device_count: JAX has '
+                     'already started its backends'):
+    jc.sharding.set_cpu_device_count(2)
+  with pytest.raises(ValueError, match='set_cpu_device_count: count: '
+                     'expected None or a positive int, found 0.'):
+    jc.sharding.set_cpu_device_count(0)
