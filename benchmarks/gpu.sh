@@ -19,6 +19,8 @@ if ls .venv-bench/wheels/*.whl >/dev/null 2>&1; then
     --upgrade --target /tmp/bench-site .venv-bench/wheels/*.whl
   export PYTHONPATH=/tmp/bench-site${PYTHONPATH:+:$PYTHONPATH}
 fi
+# Several worker processes share the GPU: none may take 75% of it up front.
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv \
   > "$out/nvidia-smi.csv"
 python3 -m benchmarks.peak --dtype float32 > "$out/peak-f32.json"

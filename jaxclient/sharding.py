@@ -13,8 +13,8 @@ On a CPU, JAX shows one device, and one device runs one program on one
 core at a time (XLA:CPU parallelizes only large single operations; a
 cohort of small per-client steps keeps one core busy).
 `set_cpu_device_count` splits the host into one device per core before JAX
-starts, so that `client_mesh` spreads the cohort over every core (the 2NN,
-100 clients, 2 cores: 1.9x).
+starts, so that `client_mesh` spreads the cohort over every core (the 2NN
+on 2 cores: 1.6-1.8x; benchmarks/README.md).
 
 Multi-host runs use JAX's own runtime: call `initialize_distributed` (a thin
 wrapper of `jax.distributed.initialize` that also picks CPU collectives)

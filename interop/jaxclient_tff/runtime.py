@@ -42,9 +42,10 @@ def local_cpp_execution_context(**context_kwargs):
   """Runs the body on a fresh sync local C++ execution context.
 
   On exit the previous context is back and the worker this context started
-  is gone: dropping the context lets TFF stop it (SIGINT, then wait), and a
-  worker started since entry that is still alive after that is killed.
-  Workers of enclosing contexts keep running.
+  is gone: it is killed before the context is dropped (TFF's own stop sends
+  SIGINT and then waits without a limit, which hung once under heavy load),
+  so that TFF's stop only reaps it. Workers of enclosing contexts keep
+  running.
 
   Args:
     **context_kwargs: for `tff.backends.native.
@@ -57,6 +58,9 @@ def local_cpp_execution_context(**context_kwargs):
     with tff.framework.get_context_stack().install(context):
       yield
   finally:
+    for worker in worker_processes():
+      if worker.pid not in workers_before:
+        worker.kill()
     del context
     gc.collect()
     shutdown_workers(keep=workers_before)

@@ -1,0 +1,119 @@
+"""Where jaxclient's step spends time beyond the bare SGD math.
+
+    python -m benchmarks.ablation [--workload 2nn] [--clients 1000 100]
+
+Times `ClientWorkProcess.next` on the benchmark workload as shipped, then
+with one part of the step changed at a time (in this process only),
+beside a bare `jit(vmap(client_update))` of the same SGD steps (what the
+DrJAX peer compiles). Prints one line per variant: median round time over
+interleaved repeats and the ratio to the bare vmap. Run it on the machine in
+question (the device machine for the GPU rows); it checks nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import time
+
+import jax
+import numpy as np
+import optax
+
+import jaxclient as jc
+from jaxclient import client_work
+from benchmarks import workloads
+from benchmarks.peers.jaxclient_client_work import functional_model
+
+
+@contextlib.contextmanager
+def _patched(module, name, value):
+  original = getattr(module, name)
+  setattr(module, name, value)
+  try:
+    yield
+  finally:
+    setattr(module, name, original)
+
+
+class _EveryStepGuarded(client_work.ClientWorkProcess):
+  """Every step behind the all-padding-batch select (`cohort_has_data`
+  dropped), as jaxclient did before `cohort_has_data`."""
+
+  def client_update(self, hparams, weights, data, rng=None,
+                    cohort_has_data=None):
+    del cohort_has_data
+    return super().client_update(hparams, weights, data, rng)
+
+
+def _variants(learning_rate):
+  """name -> (context manager factory, process class, optimizer factory)."""
+  process = client_work.ClientWorkProcess
+  tff_sgd = lambda: jc.optimizers.build_sgdm(learning_rate)
+  return {
+      'jaxclient as shipped': (contextlib.nullcontext, process, tff_sgd),
+      'every step behind the all-padding select': (
+          contextlib.nullcontext, _EveryStepGuarded, tff_sgd),
+      'without zeroing padded rows': (
+          lambda: _patched(client_work, '_zero_padding', lambda b: b),
+          process, tff_sgd),
+      'with optax.sgd (no injected hparams)': (
+          contextlib.nullcontext, process, lambda: optax.sgd(learning_rate)),
+  }
+
+
+def _seconds(fn):
+  start = time.perf_counter()
+  jax.block_until_ready(fn())
+  return time.perf_counter() - start
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(prog='python -m benchmarks.ablation')
+  parser.add_argument('--workload', default='2nn',
+                      choices=list(workloads.WORKLOADS))
+  parser.add_argument('--clients', nargs='+', type=int, default=[1000, 100])
+  parser.add_argument('--repeats', type=int, default=5)
+  args = parser.parse_args(argv)
+  workload = workloads.WORKLOADS[args.workload]
+  rows = []
+  for num_clients in args.clients:
+    data = workloads.client_data(workload, num_clients)
+    device_data = jax.device_put(
+        {**data, 'mask': np.ones(data['y'].shape, bool)})
+    model = functional_model(workload)
+    bare = jax.jit(jax.vmap(
+        workloads.sgd_client_update(workload, workloads.LEARNING_RATE),
+        in_axes=(None, 0, 0)))
+    runs = {'bare vmap of the SGD steps (DrJAX-like)': lambda: bare(
+        model.initial_weights.trainable, device_data['x'], device_data['y'])}
+    for name, (context, process_class, optimizer) in _variants(
+        workloads.LEARNING_RATE).items():
+      with context():
+        process = process_class(model, optimizer(),
+                                jc.ClientWeighting.NUM_EXAMPLES)
+        state = process.initialize()
+        jax.block_until_ready(process.next(state, model.initial_weights,
+                                           device_data))  # compile patched
+      runs[name] = (lambda p=process, s=state: p.next(
+          s, model.initial_weights, device_data))
+    samples = {name: [] for name in runs}
+    for run in runs.values():
+      _seconds(run)  # compiles the bare vmap; warms the others
+    for _ in range(args.repeats):  # interleaved: drift hits all alike
+      for name, run in runs.items():
+        samples[name].append(_seconds(run))
+    base = np.median(samples['bare vmap of the SGD steps (DrJAX-like)'])
+    for name, times in samples.items():
+      rows.append({'clients': num_clients, 'variant': name,
+                   'median_s': float(np.median(times)),
+                   'vs_bare': float(np.median(times) / base)})
+      print(f'{num_clients:5d}  {name:45s} {np.median(times) * 1e3:9.2f} ms'
+            f'  {np.median(times) / base:5.2f}x bare', flush=True)
+  print(json.dumps({'device': str(jax.devices()[0].device_kind),
+                    'rows': rows}))
+
+
+if __name__ == '__main__':
+  main()
