@@ -168,19 +168,22 @@ def finish_client(initial_trainable, final_trainable, metric_states,
 
 # On a CPU, vmapping a whole cohort of a mid-sized model streams every
 # client's weights, gradients and optimizer state through memory at every
-# step; blocks whose trainable weights total about this many bytes stay in
-# cache (measured on the 2NN, 0.8 MB of weights: blocks of 10-20 clients
-# run 1.1-1.2x faster than blocks of 5 or one vmap of 100 or 1000 clients,
-# and 10 clients run fastest in one vmap).
-_CPU_BLOCK_BYTES = 16 * 2**20
+# step; blocks whose trainable weights total about this many bytes, shared
+# by the process's CPU devices (which train at once), stay in cache.
+# Measured on the 2NN (0.8 MB of weights), 2 cores: on one device, blocks
+# of 10 run 1.1x faster than blocks of 5 and as fast as 20, and 10 clients
+# run fastest in one vmap; on two devices, blocks of 5 per device run 1.2x
+# faster than blocks of 20 at 1000 clients (benchmarks/README.md).
+_CPU_BLOCK_BYTES = 8 * 2**20
 
 
 def _default_clients_per_block(model: FunctionalModel) -> int | None:
-  """None (the whole cohort in one vmap) on accelerators. On a CPU, one
-  client at a time for a model with convolutions (vmapped over clients
-  they become grouped convolutions, which XLA:CPU runs about 1.2x slower
-  than one client after another), else as many clients as fit
-  `_CPU_BLOCK_BYTES` of trainable weights (at least 1)."""
+  """Clients per device per block. None (the whole cohort in one vmap) on
+  accelerators. On a CPU, one client at a time for a model with
+  convolutions (vmapped over clients they become grouped convolutions,
+  which XLA:CPU runs about 1.2x slower than one client after another),
+  else as many clients as fit each device's share of `_CPU_BLOCK_BYTES` of
+  trainable weights (at least 1)."""
   if jax.default_backend() != 'cpu':
     return None
   trainable = model.initial_weights.trainable
@@ -200,7 +203,8 @@ def _default_clients_per_block(model: FunctionalModel) -> int | None:
     return 1
   size = sum(np.size(leaf) * jnp.result_type(leaf).itemsize
              for leaf in jax.tree.leaves(trainable))
-  return max(1, _CPU_BLOCK_BYTES // max(size, 1))
+  per_device = _CPU_BLOCK_BYTES // jax.local_device_count()
+  return max(1, per_device // max(size, 1))
 
 
 def _client_mesh(mask) -> jax.sharding.Mesh | None:

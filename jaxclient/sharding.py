@@ -14,7 +14,7 @@ core at a time (XLA:CPU parallelizes only large single operations; a
 cohort of small per-client steps keeps one core busy).
 `set_cpu_device_count` splits the host into one device per core before JAX
 starts, so that `client_mesh` spreads the cohort over every core (the 2NN
-on 2 cores: 1.6-1.8x; benchmarks/README.md).
+on 2 cores: 1.1-1.7x in the benchmark runs; benchmarks/README.md).
 
 Multi-host runs use JAX's own runtime: call `initialize_distributed` (a thin
 wrapper of `jax.distributed.initialize` that also picks CPU collectives)
