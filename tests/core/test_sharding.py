@@ -105,14 +105,10 @@ data, key = jc.data.pack(clients, batch_size=2), jax.random.PRNGKey(3)
 per_client = jax.tree.map(lambda w: np.stack([w * (1 + i) for i in range(4)]),
                           model.initial_weights)
 mesh = jc.sharding.client_mesh()
-results = []
-for place, place_weights in (
-    (lambda t: jax.device_put(t, jax.devices()[0]),) * 2,
-    (lambda t: jc.sharding.put_clients(t, mesh),) * 2):
-  out = process.next(process.initialize(), place_weights(per_client),
-                     place(data), rng=key)
-  results.append(out)
-one, two = results
+one, two = (process.next(process.initialize(), place(per_client),
+                         place(data), rng=key)
+            for place in (lambda t: jax.device_put(t, jax.devices()[0]),
+                          lambda t: jc.sharding.put_clients(t, mesh)))
 assert len(jax.devices()) == 2
 assert len(two.result.update_weight.sharding.device_set) == 2
 for a, b in zip(jax.tree.leaves((one.result, one.measurements)),
