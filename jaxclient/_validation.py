@@ -24,6 +24,21 @@ def is_int(value) -> bool:
       value, (bool, np.bool_))
 
 
+def check_int(field: str, value, *, minimum: int = 1,
+              optional: bool = False) -> int | None:
+  """`value` as a Python int when it is an int >= `minimum` (None passes
+  when `optional`); else a ValueError naming `field`, e.g.
+  "batch_size: expected a positive int, found 0."."""
+  if optional and value is None:
+    return None
+  if not is_int(value) or value < minimum:
+    kind = {0: 'non-negative int', 1: 'positive int'}.get(
+        minimum, f'int >= {minimum}')
+    raise ValueError(f'{field}: expected {"None or " if optional else ""}'
+                     f'a {kind}, found {value!r}.')
+  return int(value)
+
+
 def _describe(leaf) -> str:
   return f'shape {tuple(np.shape(leaf))} {jnp.result_type(leaf)}'
 
