@@ -22,7 +22,8 @@ import numpy as np
 import optax
 
 import jaxclient as jc
-from jaxclient import client_work
+from jaxclient import client
+from jaxclient import cohort
 from benchmarks import workloads
 from benchmarks.peers.jaxclient_client_work import functional_model
 
@@ -37,29 +38,20 @@ def _patched(module, name, value):
     setattr(module, name, original)
 
 
-class _EveryStepGuarded(client_work.ClientWorkProcess):
-  """Every step behind the all-padding-batch select (`cohort_has_data`
-  dropped), as jaxclient did before `cohort_has_data`."""
-
-  def client_update(self, hparams, weights, data, rng=None,
-                    cohort_has_data=None):
-    del cohort_has_data
-    return super().client_update(hparams, weights, data, rng)
-
-
 def _variants(learning_rate):
-  """name -> (context manager factory, process class, optimizer factory)."""
-  process = client_work.ClientWorkProcess
+  """name -> (context manager factory, optimizer factory)."""
   tff_sgd = lambda: jc.optimizers.build_sgdm(learning_rate)
+  every_step_guarded = lambda: _patched(
+      cohort, '_full_batch_step',
+      lambda every_client_has_data: client._guarded_batch_step)  # pylint: disable=protected-access
   return {
-      'jaxclient as shipped': (contextlib.nullcontext, process, tff_sgd),
-      'every step behind the all-padding select': (
-          contextlib.nullcontext, _EveryStepGuarded, tff_sgd),
+      'jaxclient as shipped': (contextlib.nullcontext, tff_sgd),
+      'every step behind the all-padding select': (every_step_guarded,
+                                                   tff_sgd),
       'without zeroing padded rows': (
-          lambda: _patched(client_work, '_zero_padding', lambda b: b),
-          process, tff_sgd),
+          lambda: _patched(client, '_zero_padding', lambda b: b), tff_sgd),
       'with optax.sgd (no injected hparams)': (
-          contextlib.nullcontext, process, lambda: optax.sgd(learning_rate)),
+          contextlib.nullcontext, lambda: optax.sgd(learning_rate)),
   }
 
 
@@ -88,11 +80,11 @@ def main(argv=None):
         in_axes=(None, 0, 0)))
     runs = {'bare vmap of the SGD steps (DrJAX-like)': lambda: bare(
         model.initial_weights.trainable, device_data['x'], device_data['y'])}
-    for name, (context, process_class, optimizer) in _variants(
+    for name, (context, optimizer) in _variants(
         workloads.LEARNING_RATE).items():
       with context():
-        process = process_class(model, optimizer(),
-                                jc.ClientWeighting.NUM_EXAMPLES)
+        process = jc.build_model_delta_client_work(
+            model, optimizer(), jc.ClientWeighting.NUM_EXAMPLES)
         state = process.initialize()
         jax.block_until_ready(process.next(state, model.initial_weights,
                                            device_data))  # compile patched

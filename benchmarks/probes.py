@@ -9,6 +9,7 @@ Each prints one line per measurement (medians); none asserts anything.
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 
@@ -72,9 +73,9 @@ def blocks(num_clients, *block_sizes):
   data = jax.device_put({**data, 'mask': np.ones(data['y'].shape, bool)})
   model = functional_model(TWO_NN)
   for block in block_sizes:
-    process = client_work.ClientWorkProcess(
+    process = jc.build_model_delta_client_work(
         model, jc.optimizers.build_sgdm(workloads.LEARNING_RATE),
-        jc.ClientWeighting.NUM_EXAMPLES, clients_per_block=block)
+        jc.ClientWeighting.NUM_EXAMPLES, strategy=jc.cohort.Blocked(block))
     state = process.initialize()
     seconds = _median_seconds(
         lambda p=process, s=state: p.next(s, model.initial_weights, data), 3)
@@ -100,8 +101,13 @@ def overhead(calls=300):
     jax.block_until_ready(out)
     return (time.perf_counter() - start) / calls
   full = per_call(lambda: process.next(state, weights, data))
-  program = per_call(lambda: process._next(  # pylint: disable=protected-access
-      state, weights, data, None, weights_per_client=False, mesh=None))
+  program_fn = jax.jit(functools.partial(
+      client_work._next_program, process.training,  # pylint: disable=protected-access
+      jc.metrics.sum_then_finalize(process.training.metrics)),
+                       static_argnames='strategy')
+  strategy = process.plan(data).strategy
+  program = per_call(lambda: program_fn(state, weights, data, None,
+                                        strategy=strategy))
   print(f'next {full * 1e6:.0f} us per call, its program alone '
         f'{program * 1e6:.0f} us: checks and dispatch '
         f'{(full - program) * 1e6:.0f} us')

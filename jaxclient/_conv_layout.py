@@ -8,9 +8,8 @@ body (a `lax.scan` over batches, a `lax.map` over clients) keeps its
 layout and runs on a naive loop emitter. The convolutions JAX's autodiff
 writes for the gradients of an NHWC/HWIO convolution are not canonical
 (the kernel gradient treats the batch as the feature dimension), so a
-CNN's training step inside a scan ran 25-40x slower than the same step
-jitted alone (jax 0.10.2, EMNIST CNN, 10 batches of 20: 7.0 s against
-0.28 s per client).
+CNN's training step inside a scan ran many times slower than the same step
+jitted alone (benchmarks/README.md has the measurement).
 
 `canonicalize_convolutions(fun)` traces `fun` to a jaxpr and evaluates it
 with every non-canonical convolution replaced by transpose -> canonical
@@ -30,8 +29,12 @@ from jax.extend import core as jax_core
 _CONV = 'conv_general_dilated'
 # Call primitives whose body is evaluated in line (jax 0.4 names the jit
 # primitive 'pjit', later versions 'jit').
-_CALLS = {'jit': 'jaxpr', 'pjit': 'jaxpr', 'closed_call': 'call_jaxpr',
-          'core_call': 'call_jaxpr'}
+_CALLS = {
+  'jit': 'jaxpr',
+  'pjit': 'jaxpr',
+  'closed_call': 'call_jaxpr',
+  'core_call': 'call_jaxpr',
+}
 
 
 def canonicalize_convolutions(fun: Callable) -> Callable:
@@ -46,8 +49,7 @@ def canonicalize_convolutions(fun: Callable) -> Callable:
   @functools.wraps(fun)
   def wrapped(*args):
     closed, out_shape = jax.make_jaxpr(fun, return_shape=True)(*args)
-    outputs = _evaluate(closed.jaxpr, closed.consts,
-                        jax.tree.leaves(args))
+    outputs = _evaluate(closed.jaxpr, closed.consts, jax.tree.leaves(args))
     return jax.tree.unflatten(jax.tree.structure(out_shape), outputs)
 
   return wrapped
@@ -56,6 +58,7 @@ def canonicalize_convolutions(fun: Callable) -> Callable:
 def contains_convolution(fun: Callable, *args) -> bool:
   """Whether `fun(*args)` (arrays or `jax.ShapeDtypeStruct`s) runs a
   convolution, in nested jit calls included."""
+
   def search(jaxpr) -> bool:
     for eqn in jaxpr.eqns:
       if eqn.primitive.name == _CONV:
@@ -64,18 +67,19 @@ def contains_convolution(fun: Callable, *args) -> bool:
       if body is not None and search(getattr(body, 'jaxpr', body)):
         return True
     return False
+
   return search(jax.make_jaxpr(fun)(*args).jaxpr)
 
 
 def _evaluate(jaxpr, consts: Sequence, args: Sequence) -> list:
   """`jax.core.eval_jaxpr`, with convolutions canonicalized."""
-  env = {}
+  env: dict = {}
 
   def read(var):
     return var.val if isinstance(var, jax_core.Literal) else env[var]
 
-  env.update(zip(jaxpr.constvars, consts))
-  env.update(zip(jaxpr.invars, args))
+  env.update(zip(jaxpr.constvars, consts, strict=True))
+  env.update(zip(jaxpr.invars, args, strict=True))
   for eqn in jaxpr.eqns:
     inputs = [read(var) for var in eqn.invars]
     name = eqn.primitive.name
@@ -87,7 +91,7 @@ def _evaluate(jaxpr, consts: Sequence, args: Sequence) -> list:
       outputs = _evaluate(getattr(body, 'jaxpr', body), body_consts, inputs)
     else:
       outputs = _bind(eqn, inputs)
-    env.update(zip(eqn.outvars, outputs))
+    env.update(zip(eqn.outvars, outputs, strict=True))
   return [read(var) for var in jaxpr.outvars]
 
 
@@ -108,19 +112,24 @@ def _canonical_convolution(lhs, rhs, *, dimension_numbers, **params):
   lhs_spec, rhs_spec, out_spec = dimension_numbers
   spatial = len(lhs_spec) - 2
   canonical = lax.ConvDimensionNumbers(
-      lhs_spec=(0, spatial + 1) + tuple(range(1, spatial + 1)),
-      rhs_spec=(spatial + 1, spatial) + tuple(range(spatial)),
-      out_spec=(0, spatial + 1) + tuple(range(1, spatial + 1)))
+    lhs_spec=(0, spatial + 1) + tuple(range(1, spatial + 1)),
+    rhs_spec=(spatial + 1, spatial) + tuple(range(spatial)),
+    out_spec=(0, spatial + 1) + tuple(range(1, spatial + 1)),
+  )
   primitive = lax.conv_general_dilated_p
   if tuple(map(tuple, dimension_numbers)) == tuple(map(tuple, canonical)):
-    return primitive.bind(lhs, rhs, dimension_numbers=dimension_numbers,
-                          **params)
+    return primitive.bind(
+      lhs, rhs, dimension_numbers=dimension_numbers, **params
+    )
   # Batch, spatial..., feature; kernel spatial..., in, out.
   lhs_order = (lhs_spec[0],) + tuple(lhs_spec[2:]) + (lhs_spec[1],)
   rhs_order = tuple(rhs_spec[2:]) + (rhs_spec[1], rhs_spec[0])
   out_order = (out_spec[0],) + tuple(out_spec[2:]) + (out_spec[1],)
-  out = primitive.bind(lax.transpose(lhs, lhs_order),
-                       lax.transpose(rhs, rhs_order),
-                       dimension_numbers=canonical, **params)
+  out = primitive.bind(
+    lax.transpose(lhs, lhs_order),
+    lax.transpose(rhs, rhs_order),
+    dimension_numbers=canonical,
+    **params,
+  )
   inverse = sorted(range(len(out_order)), key=out_order.__getitem__)
   return lax.transpose(out, tuple(inverse))

@@ -32,6 +32,7 @@ Metrics nest as TFF's:
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
@@ -40,15 +41,25 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
-from jaxclient import _validation
+from jaxclient import _validation, optimizers, rounds
+from jaxclient import client as client_lib
 from jaxclient import client_work as client_work_lib
+from jaxclient import cohort as cohort_lib
 from jaxclient import metrics as metrics_lib
-from jaxclient import optimizers
 from jaxclient import sharding as sharding_lib
 from jaxclient.models import ModelWeights
+from jaxclient.rounds import Cohort
+from jaxclient.typing import ClientData, PyTree
 
-PyTree = Any
+__all__ = [
+  'Cohort',
+  'FedAvgProcess',
+  'LearningAlgorithmState',
+  'LearningProcessOutput',
+  'build_weighted_fed_avg',
+]
 
 
 class LearningAlgorithmState(NamedTuple):
@@ -69,248 +80,317 @@ class LearningProcessOutput(NamedTuple):
   metrics: OrderedDict
 
 
-class Cohort(NamedTuple):
-  """A round's client data, split into chunks of the process's chunk size.
-
-  `chunks[0]` is already on the devices (sharded over the client axis); the
-  others are host arrays, transferred one by one as the round reaches them.
-  Build with `FedAvgProcess.prefetch`.
-  """
-
-  num_clients: int
-  chunks: tuple
-
-
-class _Partial(NamedTuple):
+class RoundSums(NamedTuple):
   """What the chunks of a round add up as they go."""
 
   weighted_update_sum: PyTree
-  weight_sum: jax.Array
+  weight_sum: jax.Array | np.ndarray
   metric_sums: dict  # Unfinalized metrics summed over clients.
 
 
-class FedAvgProcess:
-  """Weighted federated averaging (TFF's `build_weighted_fed_avg`).
+class FedAvgProcess(NamedTuple):
+  """Weighted federated averaging (TFF's `build_weighted_fed_avg`), as
+  functions built by `build_weighted_fed_avg`.
 
-  `initialize() -> LearningAlgorithmState`;
-  `next(state, client_data, rng=None) -> LearningProcessOutput(state,
-  metrics)`; `get_model_weights(state)`; `set_model_weights(state,
-  weights)`. `client_data` is `{'x': [C, B, N, ...], 'y': [C, B, N, ...],
-  'mask': [C, B, N]}` (e.g. from `jaxclient.data.pack`) or a `Cohort` from
-  `prefetch`.
+  Attributes:
+    initialize: `() -> LearningAlgorithmState`, replicated on the mesh.
+    next: `(state, client_data, rng=None) -> LearningProcessOutput(state,
+      metrics)`: one round. `client_data` is `{'x': [C, B, N, ...], 'y':
+      [C, B, N, ...], 'mask': [C, B, N]}` host arrays (`jaxclient.data.pack`)
+      or a `Cohort` from `prefetch`; client i of the cohort trains with
+      `fold_in(rng, i)`, whatever the chunking. Metrics nest as TFF's.
+    prefetch: `(client_data) -> Cohort`: checks a round's data and starts
+      moving its first chunk to the devices; call it for round r+1 while
+      round r trains so that the transfer overlaps the computation.
+    plan: `(client_data or Cohort) -> jaxclient.cohort.Plan`: how each
+      chunk's clients run, and why.
+    get_model_weights: `(state) -> ModelWeights`.
+    set_model_weights: `(state, weights) -> state` (optimizer state kept).
+    client_work: the `jaxclient.ClientWorkProcess` the clients run.
+    mesh: the `'clients'` mesh the cohort is split over.
+    chunk_size: clients per compiled chunk (a multiple of the mesh size), or
+      None when the whole cohort trains as one chunk.
   """
 
-  def __init__(self, client_work: client_work_lib.ClientWorkProcess,
-               server_optimizer: optax.GradientTransformation,
-               metrics_aggregator: metrics_lib.MetricsAggregator | None,
-               clients_per_chunk: int | None,
-               mesh: jax.sharding.Mesh):
-    self.client_work = client_work
-    self.model = client_work.model
-    self.server_optimizer = server_optimizer
-    self.clients_per_chunk = clients_per_chunk
-    self.mesh = mesh
-    # None: the default sum-then-finalize, summed chunk by chunk in O(1)
-    # memory. A custom aggregator receives every client's unfinalized
-    # metrics (a few scalars per client), gathered over the chunks.
-    self._aggregate_metrics = (metrics_aggregator(client_work.metrics)
-                               if metrics_aggregator else None)
-    self._state_structure = jax.tree.structure(self._initial_state())
-    replicated = sharding_lib.replicated_sharding(mesh)
-    by_client = sharding_lib.clients_sharding(mesh)
-    self._train_chunk = jax.jit(
-        self._train_chunk_impl, donate_argnums=0,
-        out_shardings=(replicated, by_client))
-    self._finish = jax.jit(
-        self._finish_impl, out_shardings=replicated,
-        static_argnames='num_clients' if self._aggregate_metrics else None)
+  initialize: Callable[[], LearningAlgorithmState]
+  next: Callable[..., LearningProcessOutput]
+  prefetch: Callable[[ClientData], Cohort]
+  plan: Callable[[Any], cohort_lib.Plan]
+  get_model_weights: Callable[[LearningAlgorithmState], ModelWeights]
+  set_model_weights: Callable[..., LearningAlgorithmState]
+  client_work: client_work_lib.ClientWorkProcess
+  mesh: Mesh
+  chunk_size: int | None
 
-  # -- state ---------------------------------------------------------------
 
-  def _initial_state(self) -> LearningAlgorithmState:
-    weights = self.model.initial_weights
-    return LearningAlgorithmState(
-        global_model_weights=weights,
-        distributor=(),
-        client_work=self.client_work.initialize(),
-        aggregator=OrderedDict(value_sum_process=(), weight_sum_process=()),
-        finalizer=self.server_optimizer.init(weights.trainable))
+# -- the round's computation (pure, compiled) --------------------------------
 
-  def initialize(self) -> LearningAlgorithmState:
-    """The initial state, replicated on every device of the mesh."""
-    return sharding_lib.put_replicated(self._initial_state(), self.mesh)
 
-  def get_model_weights(self, state: LearningAlgorithmState) -> ModelWeights:
-    """The global model weights held in `state`."""
-    return state.global_model_weights
+def _initial_state(client_work, server_optimizer) -> LearningAlgorithmState:
+  weights = client_work.training.model.initial_weights
+  return LearningAlgorithmState(
+    global_model_weights=weights,
+    distributor=(),
+    client_work=client_work.initialize(),
+    aggregator=OrderedDict(value_sum_process=(), weight_sum_process=()),
+    finalizer=server_optimizer.init(weights.trainable),
+  )
 
-  def set_model_weights(self, state: LearningAlgorithmState,
-                        weights: ModelWeights) -> LearningAlgorithmState:
-    """`state` with `weights` as the global model (optimizer state kept)."""
-    _validation.check_weights(self.model.initial_weights, weights, None)
-    return state._replace(global_model_weights=sharding_lib.put_replicated(
-        weights, self.mesh))
 
-  def _check_state(self, state):
-    if not isinstance(state, LearningAlgorithmState):
-      raise TypeError('state: expected a jaxclient.algorithms.'
-                      f'LearningAlgorithmState, found {type(state).__name__}.')
-    found = jax.tree.structure(state)
-    if found != self._state_structure:
-      raise ValueError('state: structure does not match this process; '
-                       f'expected {self._state_structure}, found {found}.')
+def _zero_sums(training: client_lib.LocalTraining) -> RoundSums:
+  return RoundSums(
+    jax.tree.map(
+      lambda t: np.zeros(t.shape, t.dtype),
+      training.model.initial_weights.trainable,
+    ),
+    np.zeros((), np.float32),
+    {
+      name: jax.tree.map(np.zeros_like, metric.init())
+      for name, metric in training.metrics.items()
+    },
+  )
 
-  # -- data ----------------------------------------------------------------
 
-  @property
-  def chunk_size(self) -> int | None:
-    """Clients per compiled chunk (a multiple of the mesh size), or None
-    when the whole cohort trains as one chunk."""
-    if self.clients_per_chunk is None:
-      return None
-    return sharding_lib.padded_size(self.clients_per_chunk, self.mesh)
+def _train_chunk(
+  training,
+  keep_client_metrics,
+  sums,
+  state,
+  data,
+  client_ids,
+  num_clients,
+  rng,
+  strategy,
+):
+  """One chunk's clients trained and added to the round's sums. Padding
+  clients (ids past the cohort) count for nothing, even UNIFORMly."""
+  result, client_metrics = cohort_lib.train(
+    training,
+    strategy,
+    state.client_work,
+    state.global_model_weights,
+    data,
+    client_ids,
+    rng,
+  )
+  valid = client_ids < num_clients
+  weight = jnp.where(valid, result.update_weight, 0.0)
+  weighted_sum = jax.tree.map(
+    lambda total, u: total + jnp.tensordot(weight.astype(u.dtype), u, 1),
+    sums.weighted_update_sum,
+    result.update,
+  )
+  metric_sums = jax.tree.map(
+    lambda total, m: (
+      total
+      + jnp.sum(
+        jnp.where(valid.reshape((-1,) + (1,) * (m.ndim - 1)), m, 0), axis=0
+      )
+    ),
+    sums.metric_sums,
+    client_metrics,
+  )
+  return (
+    RoundSums(weighted_sum, sums.weight_sum + jnp.sum(weight), metric_sums),
+    client_metrics if keep_client_metrics else None,
+  )
 
-  def prefetch(self, client_data: Mapping[str, np.ndarray]) -> Cohort:
-    """Checks a round's data and starts moving its first chunk to devices.
 
-    Call it for round r+1 while round r trains (JAX dispatches
-    asynchronously) so that the transfer overlaps the computation. Every
-    process passes the same full host data.
-    """
-    _validation.check_client_data(self.model.input_spec, client_data,
-                                  ('clients', 'batches', 'batch_size'))
-    client_data = {k: client_data[k] for k in _validation.DATA_KEYS}
-    num_clients = int(np.shape(client_data['mask'])[0])
-    if num_clients < 1:
-      raise ValueError("client_data['mask']: expected at least one client, "
-                       f"found shape {np.shape(client_data['mask'])}.")
-    size = self.chunk_size or sharding_lib.padded_size(num_clients, self.mesh)
-    starts = range(0, num_clients, size)
-    if len(starts) == 1 and all(
-        isinstance(v, jax.Array) for v in client_data.values()):
-      chunks = (client_data,)  # One chunk already on devices.
-    else:
-      host = {k: np.asarray(v) for k, v in client_data.items()}
-      chunks = tuple({k: v[s:s + size] for k, v in host.items()}
-                     for s in starts)
-    return Cohort(num_clients, (self._put_chunk(chunks[0], size),) +
-                  chunks[1:])
+def _server_update(server_optimizer, state, mean_update):
+  """The finalizer: the mean update as the server optimizer's gradient; a
+  non-finite mean leaves weights and optimizer state as they were."""
+  trainable = state.global_model_weights.trainable
+  updates, opt_state = server_optimizer.update(
+    mean_update, state.finalizer, trainable
+  )
+  finite = client_lib.all_finite(mean_update)
+  new_trainable, new_opt_state = jax.tree.map(
+    lambda new, old: jnp.where(finite, new, old),
+    (optax.apply_updates(trainable, updates), opt_state),
+    (trainable, state.finalizer),
+  )
+  return state._replace(
+    global_model_weights=ModelWeights(
+      new_trainable, state.global_model_weights.non_trainable
+    ),
+    finalizer=new_opt_state,
+  ), finite
 
-  def _put_chunk(self, chunk, size):
-    if all(isinstance(v, jax.Array) and v.shape[0] == size
-           for v in chunk.values()):
-      return sharding_lib.put_clients(chunk, self.mesh)
-    return sharding_lib.put_clients(sharding_lib.pad_clients(chunk, size),
-                                    self.mesh)
 
-  # -- one round -----------------------------------------------------------
+def _finish_round(
+  training,
+  server_optimizer,
+  aggregate_metrics,
+  state,
+  sums,
+  client_metrics,
+  num_clients=None,
+):
+  """The weighted mean, the server step and TFF's metric nesting."""
+  if aggregate_metrics:
+    train = aggregate_metrics(
+      jax.tree.map(
+        lambda *chunks: jnp.concatenate(chunks)[:num_clients], *client_metrics
+      )
+    )
+  else:
+    train = {
+      name: metric.finalize(sums.metric_sums[name])
+      for name, metric in training.metrics.items()
+    }
+  mean_update = jax.tree.map(
+    lambda s: s / sums.weight_sum.astype(s.dtype), sums.weighted_update_sum
+  )
+  new_state, finite = _server_update(server_optimizer, state, mean_update)
+  metrics = OrderedDict(
+    distributor=(),
+    client_work=OrderedDict(train=train),
+    aggregator=OrderedDict(mean_value=(), mean_weight=()),
+    finalizer=OrderedDict(
+      update_non_finite=jnp.logical_not(finite).astype(jnp.int32)
+    ),
+  )
+  return new_state, metrics
 
-  def _train_chunk_impl(self, partial, state, data, client_ids, num_clients,
-                        rng):
-    result, client_metrics = self.client_work.cohort_update(
-        state.client_work, state.global_model_weights, data, client_ids, rng,
-        mesh=self.mesh)
-    # Padding clients (ids past the cohort) count for nothing, even UNIFORMly.
-    valid = client_ids < num_clients
-    weight = jnp.where(valid, result.update_weight, 0.0)
-    weighted_sum = jax.tree.map(
-        lambda total, u: total + jnp.tensordot(weight.astype(u.dtype), u, 1),
-        partial.weighted_update_sum, result.update)
-    metric_sums = jax.tree.map(
-        lambda total, m: total + jnp.sum(jnp.where(
-            valid.reshape((-1,) + (1,) * (m.ndim - 1)), m, 0), axis=0),
-        partial.metric_sums, client_metrics)
-    return (_Partial(weighted_sum, partial.weight_sum + jnp.sum(weight),
-                     metric_sums), client_metrics)
 
-  def _finish_impl(self, state, partial, client_metrics, num_clients=None):
-    if self._aggregate_metrics:
-      train = self._aggregate_metrics(jax.tree.map(
-          lambda *chunks: jnp.concatenate(chunks)[:num_clients],
-          *client_metrics))
-    else:
-      train = {name: metric.finalize(partial.metric_sums[name])
-               for name, metric in self.client_work.metrics.items()}
-    mean_update = jax.tree.map(
-        lambda s: s / partial.weight_sum.astype(s.dtype),
-        partial.weighted_update_sum)
-    trainable = state.global_model_weights.trainable
-    updates, opt_state = self.server_optimizer.update(
-        mean_update, state.finalizer, trainable)
-    finite = client_work_lib.all_finite(mean_update)
-    new_trainable, new_opt_state = jax.tree.map(
-        lambda new, old: jnp.where(finite, new, old),
-        (optax.apply_updates(trainable, updates), opt_state),
-        (trainable, state.finalizer))
-    new_state = state._replace(
-        global_model_weights=ModelWeights(
-            new_trainable, state.global_model_weights.non_trainable),
-        finalizer=new_opt_state)
-    metrics = OrderedDict(
-        distributor=(),
-        client_work=OrderedDict(train=train),
-        aggregator=OrderedDict(mean_value=(), mean_weight=()),
-        finalizer=OrderedDict(
-            update_non_finite=jnp.logical_not(finite).astype(jnp.int32)))
-    return new_state, metrics
+# -- the process --------------------------------------------------------------
 
-  def next(self, state: LearningAlgorithmState,
-           client_data: Mapping[str, np.ndarray] | Cohort,
-           rng: jax.Array | None = None) -> LearningProcessOutput:
-    """Runs one round of federated averaging.
 
-    Args:
-      state: from `initialize` or a previous `next`.
-      client_data: the cohort's padded data (host arrays, e.g. from
-        `jaxclient.data.pack`), or a `Cohort` from `prefetch`.
-      rng: an optional key for stochastic models; client i of the cohort
-        trains with `fold_in(rng, i)`, whatever the chunking.
+def _check_state(state, structure) -> None:
+  if not isinstance(state, LearningAlgorithmState):
+    raise TypeError(
+      'state: expected a jaxclient.algorithms.'
+      f'LearningAlgorithmState, found {type(state).__name__}.'
+    )
+  found = jax.tree.structure(state)
+  if found != structure:
+    raise ValueError(
+      'state: structure does not match this process; '
+      f'expected {structure}, found {found}.'
+    )
 
-    Returns:
-      `LearningProcessOutput(state, metrics)`; metrics nest as TFF's.
-    """
-    self._check_state(state)
-    cohort = (client_data if isinstance(client_data, Cohort)
-              else self.prefetch(client_data))
-    size = cohort.chunks[0]['mask'].shape[0]
-    trainable = state.global_model_weights.trainable
-    partial = sharding_lib.put_replicated(_Partial(
-        jax.tree.map(lambda t: np.zeros(t.shape, t.dtype), trainable),
-        np.zeros((), np.float32),
-        {name: jax.tree.map(np.zeros_like, metric.init())
-         for name, metric in self.client_work.metrics.items()}), self.mesh)
-    chunk = cohort.chunks[0]
-    client_metrics, previous = [], None
-    for index in range(len(cohort.chunks)):
-      ids = sharding_lib.put_clients(
-          np.arange(index * size, (index + 1) * size, dtype=np.int32),
-          self.mesh)
-      partial, metrics = self._train_chunk(partial, state, chunk, ids,
-                                           np.int32(cohort.num_clients), rng)
-      if self._aggregate_metrics:
-        client_metrics.append(metrics)
-      if index + 1 < len(cohort.chunks):
-        # At most two chunks on the devices: the one training and the next,
-        # whose transfer overlaps it.
-        jax.block_until_ready(previous)
-        chunk = self._put_chunk(cohort.chunks[index + 1], size)
-      previous = metrics
-    new_state, metrics = self._finish(state, partial, tuple(client_metrics),
-                                      num_clients=cohort.num_clients)
+
+def _round_plan(client_work, mesh, cohort: Cohort) -> cohort_lib.Plan:
+  """The client work's plan for a chunk placed on `mesh`; over several
+  devices, each device trains its own clients with that schedule."""
+  plan = client_work.plan(cohort.chunks[0])
+  if mesh.size < 2 or isinstance(plan.strategy, cohort_lib.ShardedOverClients):
+    return plan
+  return cohort_lib.Plan(
+    cohort_lib.ShardedOverClients(mesh, plan.strategy),
+    f"FedAvg's mesh has {mesh.size} devices, each training its own "
+    f'clients; {plan.reason}',
+  )
+
+
+def _compile_round(training, server_optimizer, aggregate_metrics, mesh):
+  """A round's two compiled programs: one chunk's training, and the finish."""
+  train_chunk = jax.jit(
+    functools.partial(_train_chunk, training, bool(aggregate_metrics)),
+    static_argnames='strategy',
+    donate_argnums=0,
+    out_shardings=(
+      sharding_lib.replicated_sharding(mesh),
+      sharding_lib.clients_sharding(mesh),
+    ),
+  )
+  finish = jax.jit(
+    functools.partial(
+      _finish_round, training, server_optimizer, aggregate_metrics
+    ),
+    out_shardings=sharding_lib.replicated_sharding(mesh),
+    static_argnames='num_clients' if aggregate_metrics else None,
+  )
+  return train_chunk, finish
+
+
+def _next_fn(client_work, server_optimizer, aggregate_metrics, mesh, as_cohort):
+  """`next`: the host loop over a round's chunks (`rounds.run_chunks`)."""
+  training = client_work.training
+  structure = jax.tree.structure(_initial_state(client_work, server_optimizer))
+  train_chunk, finish = _compile_round(
+    training, server_optimizer, aggregate_metrics, mesh
+  )
+
+  def next_fn(state, client_data, rng=None):
+    _check_state(state, structure)
+    cohort = as_cohort(client_data)
+    strategy = _round_plan(client_work, mesh, cohort).strategy
+    num_clients = np.int32(cohort.num_clients)
+    sums, client_metrics = rounds.run_chunks(
+      lambda sums, chunk, ids: train_chunk(
+        sums, state, chunk, ids, num_clients, rng, strategy=strategy
+      ),
+      sharding_lib.put_replicated(_zero_sums(training), mesh),
+      cohort,
+      mesh,
+    )
+    new_state, metrics = finish(
+      state,
+      sums,
+      tuple(client_metrics) if aggregate_metrics else (),
+      num_clients=cohort.num_clients,
+    )
     return LearningProcessOutput(new_state, metrics)
+
+  return next_fn
+
+
+def _build_process(
+  client_work, server_optimizer, aggregate_metrics, clients_per_chunk, mesh
+) -> FedAvgProcess:
+  training = client_work.training
+  chunk_size = (
+    None
+    if clients_per_chunk is None
+    else sharding_lib.padded_size(clients_per_chunk, mesh)
+  )
+
+  def prefetch(client_data):
+    return rounds.prefetch(
+      training.model.input_spec, client_data, mesh, chunk_size
+    )
+
+  def as_cohort(client_data):
+    return (
+      client_data if isinstance(client_data, Cohort) else prefetch(client_data)
+    )
+
+  def set_model_weights(state, weights):
+    _validation.check_weights(training.model.initial_weights, weights, None)
+    return state._replace(
+      global_model_weights=sharding_lib.put_replicated(weights, mesh)
+    )
+
+  return FedAvgProcess(
+    initialize=lambda: sharding_lib.put_replicated(
+      _initial_state(client_work, server_optimizer), mesh
+    ),
+    next=_next_fn(
+      client_work, server_optimizer, aggregate_metrics, mesh, as_cohort
+    ),
+    prefetch=prefetch,
+    plan=lambda data: _round_plan(client_work, mesh, as_cohort(data)),
+    get_model_weights=lambda state: state.global_model_weights,
+    set_model_weights=set_model_weights,
+    client_work=client_work,
+    mesh=mesh,
+    chunk_size=chunk_size,
+  )
 
 
 def build_weighted_fed_avg(
-    model,
-    client_optimizer: optax.GradientTransformation,
-    server_optimizer: optax.GradientTransformation | None = None,
-    *,
-    client_weighting: (client_work_lib.ClientWeighting | Callable[..., Any]
-                      ) = client_work_lib.ClientWeighting.NUM_EXAMPLES,
-    metrics_aggregator: metrics_lib.MetricsAggregator | None = None,
-    clients_per_chunk: int | None = None,
-    clients_per_block: int | None = None,
-    mesh: jax.sharding.Mesh | None = None,
+  model: Any,
+  client_optimizer: optax.GradientTransformation,
+  server_optimizer: optax.GradientTransformation | None = None,
+  *,
+  client_weighting: client_lib.Weighting = (
+    client_lib.ClientWeighting.NUM_EXAMPLES
+  ),
+  metrics_aggregator: metrics_lib.MetricsAggregator | None = None,
+  clients_per_chunk: int | None = None,
+  strategy: cohort_lib.AllAtOnce | cohort_lib.Blocked | None = None,
+  mesh: Mesh | None = None,
 ) -> FedAvgProcess:
   """Builds weighted federated averaging (TFF's `build_weighted_fed_avg`).
 
@@ -332,28 +412,72 @@ def build_weighted_fed_avg(
       (rounded up to a multiple of the mesh size) and sums their weighted
       updates as it goes; device memory then grows with the chunk, not with
       the cohort. Default: the whole cohort at once.
-    clients_per_block: clients vmapped at once inside a chunk (see
-      `jaxclient.build_model_delta_client_work`); default automatic.
+    strategy: how each device runs its clients, `jaxclient.cohort.AllAtOnce()`
+      or `Blocked(n)`; default `jaxclient.cohort.default_planner`'s choice.
+      Over a mesh of several devices each device trains its own clients
+      (`ShardedOverClients`). `process.plan(client_data)` reports it.
     mesh: the mesh whose `'clients'` axis splits the cohort; default
       `jaxclient.sharding.client_mesh()`, every device of every process.
 
   Returns:
     A `FedAvgProcess`.
+
+  Example:
+
+  >>> import jax, jax.numpy as jnp, numpy as np
+  >>> import jaxclient as jc
+  >>> def model_fn():
+  ...   weights = jc.ModelWeights({'w': jnp.zeros((2, 1))}, {})
+  ...   spec = {'x': jax.ShapeDtypeStruct((2,), jnp.float32),
+  ...           'y': jax.ShapeDtypeStruct((1,), jnp.float32)}
+  ...   return jc.FunctionalModel(
+  ...       weights, lambda w, x, training, rng=None: x @ w.trainable['w'],
+  ...       jc.losses.mean_squared_error, {}, spec)
+  >>> fed_avg = jc.algorithms.build_weighted_fed_avg(
+  ...     model_fn, jc.optimizers.build_sgdm(0.1))
+  >>> clients = [{'x': np.ones((n, 2)), 'y': np.ones((n, 1))} for n in (3, 5)]
+  >>> state = fed_avg.initialize()
+  >>> for _ in range(3):
+  ...   state, metrics = fed_avg.next(state, jc.data.pack(clients, 2))
+  >>> int(metrics['client_work']['train']['num_examples'])
+  8
+  >>> fed_avg.get_model_weights(state).trainable['w'].shape
+  (2, 1)
   """
   if server_optimizer is None:
     server_optimizer = optimizers.build_sgdm(learning_rate=1.0)
   if not isinstance(server_optimizer, optax.GradientTransformation):
-    raise TypeError('server_optimizer: expected an optax.GradientTransformation'
-                    f', found {type(server_optimizer).__name__}.')
-  if clients_per_chunk is not None and (
-      not _validation.is_int(clients_per_chunk) or clients_per_chunk < 1):
-    raise ValueError('clients_per_chunk: expected None or a positive int, '
-                     f'found {clients_per_chunk!r}.')
-  if clients_per_chunk is not None:
-    clients_per_chunk = int(clients_per_chunk)
+    raise TypeError(
+      'server_optimizer: expected an optax.GradientTransformation'
+      f', found {type(server_optimizer).__name__}.'
+    )
+  clients_per_chunk = _validation.check_int(
+    'clients_per_chunk', clients_per_chunk, optional=True
+  )
+  if isinstance(strategy, cohort_lib.ShardedOverClients):
+    raise TypeError(
+      'strategy: FedAvg shards over its `mesh` itself; expected '
+      'None, AllAtOnce or Blocked, found ShardedOverClients.'
+    )
   client_work = client_work_lib.build_model_delta_client_work(
-      model, client_optimizer, client_weighting, metrics_aggregator,
-      clients_per_block=clients_per_block)
-  return FedAvgProcess(client_work, server_optimizer, metrics_aggregator,
-                       clients_per_chunk,
-                       mesh if mesh is not None else sharding_lib.client_mesh())
+    model,
+    client_optimizer,
+    client_weighting,
+    metrics_aggregator,
+    strategy=strategy,
+  )
+  # None: the default sum-then-finalize, summed chunk by chunk in O(1)
+  # memory. A custom aggregator receives every client's unfinalized
+  # metrics (a few scalars per client), gathered over the chunks.
+  aggregate_metrics = (
+    metrics_aggregator(client_work.training.metrics)
+    if metrics_aggregator
+    else None
+  )
+  return _build_process(
+    client_work,
+    server_optimizer,
+    aggregate_metrics,
+    clients_per_chunk,
+    mesh if mesh is not None else sharding_lib.client_mesh(),
+  )

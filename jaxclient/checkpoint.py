@@ -13,20 +13,23 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any
 
 import jax
 import numpy as np
 
-PyTree = Any
+from jaxclient.typing import PyTree
+
+__all__ = ['restore', 'save']
 
 
 def save(path: str | os.PathLike, tree: PyTree) -> None:
   """Writes `tree` (arrays are copied to the host) to `path` atomically."""
   from flax import serialization  # pylint: disable=g-import-not-at-top
+
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
   payload = serialization.msgpack_serialize(
-      {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves})
+    {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+  )
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix='.checkpoint-')
@@ -52,6 +55,7 @@ def restore(path: str | os.PathLike, target: PyTree) -> PyTree:
       shapes and dtypes, or the file is not a checkpoint.
   """
   from flax import serialization  # pylint: disable=g-import-not-at-top
+
   with open(path, 'rb') as f:
     payload = f.read()
   try:
@@ -61,18 +65,21 @@ def restore(path: str | os.PathLike, target: PyTree) -> PyTree:
   leaves, treedef = jax.tree_util.tree_flatten_with_path(target)
   keys = [jax.tree_util.keystr(p) for p, _ in leaves]
   if not isinstance(saved, dict) or set(saved) != set(keys):
-    found = set(saved) if isinstance(saved, dict) else set()
+    found_keys = set(saved) if isinstance(saved, dict) else set()
     raise ValueError(
-        f'{path}: the checkpoint does not match the expected structure; '
-        f'missing {sorted(set(keys) - found)}, unexpected '
-        f'{sorted(found - set(keys))}.')
+      f'{path}: the checkpoint does not match the expected structure; '
+      f'missing {sorted(set(keys) - found_keys)}, unexpected '
+      f'{sorted(found_keys - set(keys))}.'
+    )
   restored = []
-  for key, (_, expected) in zip(keys, leaves):
+  for key, (_, expected) in zip(keys, leaves, strict=True):
     found = np.asarray(saved[key])
     if found.shape != np.shape(expected) or (
-        found.dtype != np.asarray(expected).dtype):
+      found.dtype != np.asarray(expected).dtype
+    ):
       raise ValueError(
-          f'{path}: leaf {key} has shape {found.shape} {found.dtype}, '
-          f'expected {np.shape(expected)} {np.asarray(expected).dtype}.')
+        f'{path}: leaf {key} has shape {found.shape} {found.dtype}, '
+        f'expected {np.shape(expected)} {np.asarray(expected).dtype}.'
+      )
     restored.append(found)
   return jax.tree_util.tree_unflatten(treedef, restored)

@@ -30,28 +30,47 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxclient import algorithms
-from jaxclient import checkpoint
+from jaxclient import (
+  _validation,
+  algorithms,
+  datasets,
+  flax_models,
+  optimizers,
+  sharding,
+)
+from jaxclient import checkpoint as checkpoint_lib
 from jaxclient import data as data_lib
-from jaxclient import datasets
-from jaxclient import losses
-from jaxclient import metrics
-from jaxclient import models
-from jaxclient import optimizers
-from jaxclient import sharding
+from jaxclient.typing import PyTree
+
+__all__ = [
+  'CHECKPOINT',
+  'Experiment',
+  'UsageError',
+  'build_parser',
+  'main',
+  'run',
+]
 
 _OPTIMIZERS = ('sgd', 'sgdm', 'adam', 'adagrad', 'rmsprop', 'yogi')
-_MODELS = ('mlp', 'cnn')
+_MODELS = tuple(flax_models.MODELS)
 _DATASETS = ('digits', 'synthetic', 'npz')
 # Flags that do not change the trained model; they may differ on --resume.
-_RESUMABLE_FLAGS = ('rounds', 'resume', 'output_dir', 'name', 'eval_every',
-                    'checkpoint_every', 'progress', 'clients_per_chunk')
+_RESUMABLE_FLAGS = (
+  'rounds',
+  'resume',
+  'output_dir',
+  'name',
+  'eval_every',
+  'checkpoint_every',
+  'progress',
+  'clients_per_chunk',
+)
 CHECKPOINT = 'checkpoint.msgpack'
 # The optional dependencies of the command (pyproject's `sim` extra).
 _SIM_MODULES = ('sklearn', 'tqdm', 'matplotlib')
@@ -62,28 +81,31 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-
   def error(self, message):
     raise UsageError(message)
 
 
-def _int_at_least(text, minimum):
-  kind = 'positive' if minimum == 1 else 'non-negative'
-  try:
-    value = int(text)
-  except ValueError:
-    raise argparse.ArgumentTypeError(f'expected a {kind} int, found {text!r}')
-  if value < minimum:
-    raise argparse.ArgumentTypeError(f'expected a {kind} int, found {value}')
-  return value
+def _int_type(minimum: int) -> Callable[[str], int]:
+  """An argparse type: the text as an int that `check_int` accepts."""
+
+  def parse(text):
+    try:
+      value = int(text)
+    except ValueError:
+      value = text  # check_int rejects it and shows the text as found.
+    try:
+      return _validation.check_int('', value, minimum=minimum)
+    except ValueError as e:
+      # argparse prefixes "argument --flag: "; keep "expected ..., found ...".
+      raise argparse.ArgumentTypeError(
+        str(e).partition(': ')[2].rstrip('.')
+      ) from None
+
+  return parse
 
 
-def _positive_int(text):
-  return _int_at_least(text, 1)
-
-
-def _nonnegative_int(text):
-  return _int_at_least(text, 0)
+_positive_int = _int_type(1)
+_nonnegative_int = _int_type(0)
 
 
 def _float_at_least_zero(text, strict):
@@ -92,7 +114,8 @@ def _float_at_least_zero(text, strict):
     value = float(text)
   except ValueError:
     raise argparse.ArgumentTypeError(
-        f'expected a {kind} number, found {text!r}')
+      f'expected a {kind} number, found {text!r}'
+    ) from None
   if not math.isfinite(value) or value < 0 or (strict and value == 0):
     raise argparse.ArgumentTypeError(f'expected a {kind} number, found {value}')
   return value
@@ -103,25 +126,48 @@ def _positive_float(text):
 
 
 def _nonnegative_float(text):
-  return _float_at_least_zero(text, strict=False)
+  return _float_at_least_zero(text, strict=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
   """The command's flags and their defaults."""
-  p = _Parser(prog='jaxclient', description=(
+  p = _Parser(
+    prog='jaxclient',
+    description=(
       'Federated averaging simulation in JAX (jaxclient). Defaults train an '
-      "MLP on scikit-learn's digits split over 100 clients."))
-  data = p.add_argument_group('data')
+      "MLP on scikit-learn's digits split over 100 clients."
+    ),
+  )
+  _add_data_flags(p.add_argument_group('data'))
+  _add_training_flags(p.add_argument_group('training'))
+  _add_output_flags(p.add_argument_group('output'))
+  return p
+
+
+def _add_data_flags(data):
   data.add_argument('--dataset', choices=_DATASETS, default='digits')
-  data.add_argument('--data-file', help='the .npz for --dataset npz '
-                    '(layout: jaxclient.datasets module docstring)')
-  data.add_argument('--num-clients', type=_positive_int, default=100,
-                    help='clients to split digits/synthetic over')
-  data.add_argument('--alpha', type=_positive_float, default=0.5,
-                    help='Dirichlet label skew of digits (small: non-IID)')
+  data.add_argument(
+    '--data-file',
+    help='the .npz for --dataset npz '
+    '(layout: jaxclient.datasets module docstring)',
+  )
+  data.add_argument(
+    '--num-clients',
+    type=_positive_int,
+    default=100,
+    help='clients to split digits/synthetic over',
+  )
+  data.add_argument(
+    '--alpha',
+    type=_positive_float,
+    default=0.5,
+    help='Dirichlet label skew of digits (small: non-IID)',
+  )
   data.add_argument('--synthetic-alpha', type=_nonnegative_float, default=1.0)
   data.add_argument('--synthetic-beta', type=_nonnegative_float, default=1.0)
-  train = p.add_argument_group('training')
+
+
+def _add_training_flags(train):
   train.add_argument('--model', choices=_MODELS, default='mlp')
   train.add_argument('--rounds', type=_positive_int, default=100)
   train.add_argument('--clients-per-round', type=_positive_int, default=20)
@@ -131,81 +177,138 @@ def build_parser() -> argparse.ArgumentParser:
   train.add_argument('--client-lr', type=_positive_float, default=0.2)
   train.add_argument('--server-optimizer', choices=_OPTIMIZERS, default='sgd')
   train.add_argument('--server-lr', type=_positive_float, default=1.0)
-  train.add_argument('--clients-per-chunk', type=_positive_int, default=None,
-                     help='train a round in chunks of this many clients')
+  train.add_argument(
+    '--clients-per-chunk',
+    type=_positive_int,
+    default=None,
+    help='train a round in chunks of this many clients',
+  )
   train.add_argument('--seed', type=_nonnegative_int, default=0)
-  train.add_argument('--cpu-devices', type=_positive_int, default=None,
-                     help='CPU devices to split each cohort over (default: '
-                     'one per core, when this command starts JAX)')
-  out = p.add_argument_group('output')
-  out.add_argument('--name', default=None,
-                   help='run name; default <dataset>-<model>')
-  out.add_argument('--output-dir', default=None,
-                   help='default ./runs/<name>')
+  train.add_argument(
+    '--cpu-devices',
+    type=_positive_int,
+    default=None,
+    help='CPU devices to split each cohort over (default: '
+    'one per core, when this command starts JAX)',
+  )
+
+
+def _add_output_flags(out):
+  out.add_argument(
+    '--name', default=None, help='run name; default <dataset>-<model>'
+  )
+  out.add_argument('--output-dir', default=None, help='default ./runs/<name>')
   out.add_argument('--eval-every', type=_positive_int, default=5)
   out.add_argument('--checkpoint-every', type=_positive_int, default=10)
-  out.add_argument('--resume', action='store_true',
-                   help='continue from the checkpoint in --output-dir')
-  out.add_argument('--no-progress', dest='progress', action='store_false',
-                   help='no progress bar')
-  return p
+  out.add_argument(
+    '--resume',
+    action='store_true',
+    help='continue from the checkpoint in --output-dir',
+  )
+  out.add_argument(
+    '--no-progress',
+    dest='progress',
+    action='store_false',
+    help='no progress bar',
+  )
 
 
 # -- building blocks -------------------------------------------------------
 
-def _load_data(args):
+
+def _split_cpu(count):
+  """One CPU device per core (`count` if given), so that FedAvg's mesh
+  spreads each cohort over every core. Without `count`, a process in which
+  JAX has already started (the command called from Python) keeps its
+  devices."""
+  try:
+    sharding.set_cpu_device_count(count)
+  except RuntimeError as e:
+    if count is not None:
+      raise UsageError(f'--cpu-devices: {e}') from None
+
+
+def _check_resume(args, output_dir):
+  """The saved history of the run in `output_dir`, once its flags are
+  checked against `args`."""
+  path = os.path.join(output_dir, 'history.json')
+  if not os.path.exists(os.path.join(output_dir, CHECKPOINT)) or (
+    not os.path.exists(path)
+  ):
+    raise UsageError(
+      f'--resume: no checkpoint in {output_dir}; run without --resume first.'
+    )
+  with open(path) as f:
+    saved = json.load(f)
+  changed = sorted(
+    k
+    for k, v in vars(args).items()
+    if k not in _RESUMABLE_FLAGS and saved['config'].get(k) != v
+  )
+  if changed:
+    raise UsageError(
+      f'--resume: flags differ from the checkpointed run in {output_dir}: '
+      + ', '.join(
+        f'--{k.replace("_", "-")} was {saved["config"].get(k)!r}, '
+        f'now {getattr(args, k)!r}'
+        for k in changed
+      )
+      + '.'
+    )
+  return saved['history']
+
+
+def _load_data(args) -> datasets.FederatedData:
+  """The data set of `--dataset`, with at least `--clients-per-round`
+  clients."""
   try:
     if args.dataset == 'digits':
-      return datasets.digits(args.num_clients, args.alpha, seed=args.seed)
-    if args.dataset == 'synthetic':
-      return datasets.synthetic(args.num_clients, args.synthetic_alpha,
-                                args.synthetic_beta, seed=args.seed)
-    if args.data_file is None:
+      fed = datasets.digits(args.num_clients, args.alpha, seed=args.seed)
+    elif args.dataset == 'synthetic':
+      fed = datasets.synthetic(
+        args.num_clients,
+        args.synthetic_alpha,
+        args.synthetic_beta,
+        seed=args.seed,
+      )
+    elif args.data_file is None:
       raise UsageError('--dataset npz needs --data-file PATH.')
-    return datasets.load_npz(args.data_file)
+    else:
+      fed = datasets.load_npz(args.data_file)
   except datasets.DataError as e:
     raise UsageError(str(e)) from e
+  if args.clients_per_round > len(fed.train):
+    raise UsageError(
+      f'--clients-per-round: expected at most the '
+      f'{len(fed.train)} clients of the data set, found '
+      f'{args.clients_per_round}.'
+    )
+  return fed
 
 
-class Mlp(nn.Module):
-  """`--model mlp`: flatten, Dense(128), ReLU, Dense(num_classes)."""
-
-  num_classes: int
-
-  @nn.compact
-  def __call__(self, x):
-    x = x.reshape((x.shape[0], -1))
-    x = nn.relu(nn.Dense(128)(x))
-    return nn.Dense(self.num_classes)(x)
+def _run_name(args) -> str:
+  return args.name or f'{args.dataset}-{args.model}'
 
 
-class Cnn(nn.Module):
-  """`--model cnn`: two 3-wide convolutions (16, 32 channels, ReLU) over
-  the example's leading axes, then Dense(64), ReLU, Dense(num_classes).
-  Flat examples `[F]` are one channel of length F."""
+def _tqdm():
+  """tqdm's progress bar; a ModuleNotFoundError without `jaxclient[sim]`."""
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
-  num_classes: int
-
-  @nn.compact
-  def __call__(self, x):
-    if x.ndim == 2:
-      x = x[:, :, None]
-    x = nn.relu(nn.Conv(16, (3,) * (x.ndim - 2))(x))
-    x = nn.relu(nn.Conv(32, (3,) * (x.ndim - 2))(x))
-    x = x.reshape((x.shape[0], -1))
-    x = nn.relu(nn.Dense(64)(x))
-    return nn.Dense(self.num_classes)(x)
+  return tqdm
 
 
-def _build_model(name, sample_x, sample_y, num_classes, seed):
-  if name == 'cnn' and sample_x.ndim not in (2, 3, 4):
-    raise UsageError(f'--model cnn: expected examples of rank 1 to 3, found '
-                     f'shape {sample_x.shape[1:]}.')
-  module = (Mlp if name == 'mlp' else Cnn)(num_classes)
-  return models.from_flax(
-      module, sample_x, losses.sparse_categorical_crossentropy,
-      metrics={'accuracy': metrics.sparse_categorical_accuracy()},
-      rng=jax.random.PRNGKey(seed), sample_y=sample_y)
+def _build_model(args, fed):
+  """The `jaxclient.flax_models` classifier of `--model` for `fed`."""
+  sample = fed.train[0]
+  sample_x, sample_y = sample['x'][:1], sample['y'][:1]
+  if args.model == 'cnn' and sample_x.ndim not in (2, 3, 4):
+    raise UsageError(
+      f'--model cnn: expected examples of rank 1 to 3, found '
+      f'shape {sample_x.shape[1:]}.'
+    )
+  return flax_models.classifier(
+    args.model, sample_x, sample_y, fed.num_classes, seed=args.seed
+  )
 
 
 def _optimizer(name, learning_rate):
@@ -214,6 +317,16 @@ def _optimizer(name, learning_rate):
   if name == 'sgdm':
     return optimizers.build_sgdm(learning_rate, momentum=0.9)
   return getattr(optimizers, f'build_{name}')(learning_rate)
+
+
+def _build_process(args, model):
+  """FedAvg of `model` with the optimizers of the flags."""
+  return algorithms.build_weighted_fed_avg(
+    model,
+    _optimizer(args.client_optimizer, args.client_lr),
+    _optimizer(args.server_optimizer, args.server_lr),
+    clients_per_chunk=args.clients_per_chunk,
+  )
 
 
 @dataclasses.dataclass
@@ -231,78 +344,54 @@ class _RoundSampler:
 
   def __post_init__(self):
     largest = max(len(c['y']) for c in self.train)
-    self.num_batches = max(1, math.ceil(largest * self.local_epochs /
-                                        self.batch_size))
+    self.num_batches = max(
+      1, math.ceil(largest * self.local_epochs / self.batch_size)
+    )
 
   def __call__(self, round_num):
     rng = np.random.default_rng([self.seed, round_num])
-    chosen = rng.choice(len(self.train), self.clients_per_round,
-                        replace=False)
-    return data_lib.pack([self.train[i] for i in chosen], self.batch_size,
-                        self.local_epochs, shuffle=True,
-                        seed=int(rng.integers(2**31)),
-                        num_batches=self.num_batches)
+    chosen = rng.choice(len(self.train), self.clients_per_round, replace=False)
+    return data_lib.pack(
+      [self.train[i] for i in chosen],
+      self.batch_size,
+      self.local_epochs,
+      shuffle=True,
+      seed=int(rng.integers(2**31)),
+      num_batches=self.num_batches,
+    )
 
 
 def _evaluator(model, test):
+  """`weights -> (loss, accuracy)` on the held-out set; None when it is
+  empty."""
+
   @jax.jit
   def evaluate(weights, x, y):
     logits = model.predict_on_batch(weights, x, False)
     mask = jnp.ones(y.shape, bool)
-    return (model.loss(logits, y, mask),
-            jnp.mean((jnp.argmax(logits, -1) == y).astype(jnp.float32)))
+    return (
+      model.loss(logits, y, mask),
+      jnp.mean((jnp.argmax(logits, -1) == y).astype(jnp.float32)),
+    )
 
-  def run(weights):
+  def evaluate_weights(weights):
     loss, accuracy = evaluate(weights, test['x'], test['y'])
     return float(loss), float(accuracy)
-  return run if len(test['y']) else None
 
-
-def _split_cpu(count):
-  """One CPU device per core (`count` if given), so that FedAvg's mesh
-  spreads each cohort over every core. Without `count`, a process in which
-  JAX has already started (the command called from Python) keeps its
-  devices."""
-  try:
-    sharding.set_cpu_device_count(count)
-  except RuntimeError as e:
-    if count is not None:
-      raise UsageError(f'--cpu-devices: {e}') from None
-
-
-def _check_resume(args, output_dir):
-  path = os.path.join(output_dir, 'history.json')
-  if not os.path.exists(os.path.join(output_dir, CHECKPOINT)) or (
-      not os.path.exists(path)):
-    raise UsageError(f'--resume: no checkpoint in {output_dir}; run without '
-                     '--resume first.')
-  with open(path) as f:
-    saved = json.load(f)
-  changed = sorted(k for k, v in vars(args).items()
-                   if k not in _RESUMABLE_FLAGS and saved['config'].get(k) != v)
-  if changed:
-    raise UsageError(
-        f'--resume: flags differ from the checkpointed run in {output_dir}: ' +
-        ', '.join(f'--{k.replace("_", "-")} was {saved["config"].get(k)!r}, '
-                  f'now {getattr(args, k)!r}' for k in changed) + '.')
-  return saved['history']
-
-
-def _restore(path, process, initial_state):
-  """The round and the state saved at `path`, placed on the process's mesh."""
-  try:
-    saved = checkpoint.restore(path, {'round': np.int32(0),
-                                      'state': jax.device_get(initial_state)})
-  except (OSError, ValueError) as e:
-    raise UsageError(f'--resume: {e}') from e
-  return int(saved['round']), sharding.put_replicated(saved['state'],
-                                                      process.mesh)
+  return evaluate_weights if len(test['y']) else None
 
 
 # -- outputs ---------------------------------------------------------------
 
-_COLUMNS = ('round', 'train_loss', 'train_accuracy', 'train_num_examples',
-            'eval_loss', 'eval_accuracy', 'elapsed_s')
+_COLUMNS = (
+  'round',
+  'train_loss',
+  'train_accuracy',
+  'train_num_examples',
+  'eval_loss',
+  'eval_accuracy',
+  'elapsed_s',
+)
 
 
 def _write_history(output_dir, config, history):
@@ -318,16 +407,22 @@ def _write_history(output_dir, config, history):
 
 def _plot(path, history):
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
   rounds = [h['round'] for h in history]
   evaluated = [h for h in history if h['eval_loss'] is not None]
   fig, (acc, loss) = plt.subplots(1, 2, figsize=(10, 4))
   for ax, key in ((acc, 'accuracy'), (loss, 'loss')):
     ax.plot(rounds, [h[f'train_{key}'] for h in history], label='train')
     if evaluated:
-      ax.plot([h['round'] for h in evaluated],
-              [h[f'eval_{key}'] for h in evaluated], 'o-', label='held-out')
+      ax.plot(
+        [h['round'] for h in evaluated],
+        [h[f'eval_{key}'] for h in evaluated],
+        'o-',
+        label='held-out',
+      )
     ax.set_xlabel('round')
     ax.set_ylabel(key)
     ax.grid(alpha=0.3)
@@ -340,21 +435,212 @@ def _plot(path, history):
 def _table(history, wall_s, output_dir):
   last = history[-1]
   evaluated = [h for h in history if h['eval_accuracy'] is not None]
-  rows = [('rounds', f"{last['round']}"),
-          ('train loss (last round)', f"{last['train_loss']:.4f}"),
-          ('train accuracy (last round)', f"{last['train_accuracy']:.4f}")]
+  rows = [
+    ('rounds', f'{last["round"]}'),
+    ('train loss (last round)', f'{last["train_loss"]:.4f}'),
+    ('train accuracy (last round)', f'{last["train_accuracy"]:.4f}'),
+  ]
   if evaluated:
-    rows += [(f"held-out loss (round {evaluated[-1]['round']})",
-              f"{evaluated[-1]['eval_loss']:.4f}"),
-             (f"held-out accuracy (round {evaluated[-1]['round']})",
-              f"{evaluated[-1]['eval_accuracy']:.4f}")]
-  rows += [('wall time (this invocation)', f'{wall_s:.1f} s'),
-           ('outputs', output_dir)]
+    rows += [
+      (
+        f'held-out loss (round {evaluated[-1]["round"]})',
+        f'{evaluated[-1]["eval_loss"]:.4f}',
+      ),
+      (
+        f'held-out accuracy (round {evaluated[-1]["round"]})',
+        f'{evaluated[-1]["eval_accuracy"]:.4f}',
+      ),
+    ]
+  rows += [
+    ('wall time (this invocation)', f'{wall_s:.1f} s'),
+    ('outputs', output_dir),
+  ]
   width = max(len(k) for k, _ in rows)
   return '\n'.join(f'{k:<{width}}  {v}' for k, v in rows)
 
 
 # -- the run ---------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Experiment:
+  """One invocation of the command: its flags, data, process and history.
+
+  `Experiment.setup(args)` checks the flags and builds everything (and, with
+  `--resume`, restores the checkpoint); `run()` trains the rounds after
+  `start` up to `--rounds`, one `train_round` at a time, with `evaluate`
+  and `checkpoint` as the flags say, then `report`s.
+
+  Attributes:
+    args: the parsed flags.
+    output_dir: where the outputs go.
+    process: the FedAvg process.
+    sample_round: round number -> that round's packed cohort.
+    evaluator: weights -> held-out `(loss, accuracy)`; None without a
+      held-out set.
+    state: the process state after round `start`.
+    start: the rounds already trained (0, or the checkpoint's round).
+    history: one entry per round trained, `_COLUMNS` as keys.
+    started: `time.perf_counter()` when the invocation began.
+  """
+
+  args: argparse.Namespace
+  output_dir: str
+  process: algorithms.FedAvgProcess
+  sample_round: _RoundSampler
+  evaluator: Callable[[PyTree], tuple[float, float]] | None
+  state: PyTree
+  start: int
+  history: list[dict]
+  started: float
+
+  @classmethod
+  def setup(cls, args) -> Experiment:
+    """Devices, output directory, resume check, data, model, process and
+    state, in that order: a bad flag fails before any training."""
+    started = time.perf_counter()
+    _split_cpu(args.cpu_devices)
+    output_dir = args.output_dir or os.path.join('runs', _run_name(args))
+    history = _check_resume(args, output_dir) if args.resume else []
+    fed = _load_data(args)
+    _tqdm()  # Fails without the `[sim]` extra before the model is built.
+    model = _build_model(args, fed)
+    process = _build_process(args, model)
+    experiment = cls(
+      args=args,
+      output_dir=output_dir,
+      process=process,
+      sample_round=_RoundSampler(
+        fed.train,
+        args.clients_per_round,
+        args.batch_size,
+        args.local_epochs,
+        args.seed,
+      ),
+      evaluator=_evaluator(model, fed.test),
+      state=process.initialize(),
+      start=0,
+      history=history,
+      started=started,
+    )
+    if args.resume:
+      experiment.restore()
+    os.makedirs(output_dir, exist_ok=True)
+    return experiment
+
+  @property
+  def checkpoint_path(self) -> str:
+    return os.path.join(self.output_dir, CHECKPOINT)
+
+  def restore(self) -> None:
+    """Continues from the checkpoint: its round and state (placed on the
+    process's mesh); history entries after its round are dropped."""
+    try:
+      saved = checkpoint_lib.restore(
+        self.checkpoint_path,
+        {'round': np.int32(0), 'state': jax.device_get(self.state)},
+      )
+    except (OSError, ValueError) as e:
+      raise UsageError(f'--resume: {e}') from e
+    self.start = int(saved['round'])
+    self.state = sharding.put_replicated(saved['state'], self.process.mesh)
+    self.history = [h for h in self.history if h['round'] <= self.start]
+
+  def run(self) -> dict:
+    """Trains the remaining rounds, then reports.
+
+    Returns:
+      The last round's history entry.
+    """
+    last_eval = '-'
+    with self._progress_bar() as bar:
+      cohort = self._prefetch(self.start + 1)
+      for round_num in range(self.start + 1, self.args.rounds + 1):
+        entry, cohort = self.train_round(round_num, cohort)
+        entry.update(self.evaluate(round_num))
+        entry['elapsed_s'] = round(time.perf_counter() - self.started, 3)
+        self.history.append(entry)
+        if entry['eval_accuracy'] is not None:
+          last_eval = f'{entry["eval_accuracy"]:.3f}'
+        bar.update(1)
+        bar.set_postfix(
+          loss=f'{entry["train_loss"]:.3f}',
+          acc=f'{entry["train_accuracy"]:.3f}',
+          eval_acc=last_eval,
+        )
+        self.checkpoint(round_num)
+    return self.report()
+
+  def _progress_bar(self):
+    return _tqdm()(
+      total=self.args.rounds,
+      initial=min(self.start, self.args.rounds),
+      desc=_run_name(self.args),
+      unit='round',
+      disable=not self.args.progress,
+      file=sys.stderr,
+    )
+
+  def _prefetch(self, round_num):
+    """Round `round_num`'s cohort on its way to the devices; None past the
+    last round."""
+    if round_num > self.args.rounds:
+      return None
+    return self.process.prefetch(self.sample_round(round_num))
+
+  def train_round(
+    self, round_num: int, cohort: algorithms.Cohort
+  ) -> tuple[dict, algorithms.Cohort | None]:
+    """Trains round `round_num` on its prefetched `cohort`.
+
+    Returns:
+      The round's training metrics as a history entry, and the next round's
+      cohort, prefetched while this round runs.
+    """
+    state, metrics = self.process.next(self.state, cohort)
+    next_cohort = self._prefetch(round_num + 1)  # Overlaps the round.
+    self.state = state
+    train = jax.device_get(metrics['client_work']['train'])
+    return {
+      'round': round_num,
+      'train_loss': float(train['loss']),
+      'train_accuracy': float(train['accuracy']),
+      'train_num_examples': int(train['num_examples']),
+    }, next_cohort
+
+  def evaluate(self, round_num: int) -> dict:
+    """`eval_loss` and `eval_accuracy` of the global model on the held-out
+    set every `--eval-every` rounds and at the last; None otherwise or
+    without a held-out set."""
+    due = round_num % self.args.eval_every == 0 or round_num == self.args.rounds
+    if self.evaluator is None or not due:
+      return {'eval_loss': None, 'eval_accuracy': None}
+    loss, accuracy = self.evaluator(self.process.get_model_weights(self.state))
+    return {'eval_loss': loss, 'eval_accuracy': accuracy}
+
+  def checkpoint(self, round_num: int) -> None:
+    """Every `--checkpoint-every` rounds and at the last: the history, then
+    the checkpoint, each replaced atomically. A run killed between the two
+    resumes from the older checkpoint and drops the newer entries."""
+    if round_num % self.args.checkpoint_every and (
+      round_num != self.args.rounds
+    ):
+      return
+    _write_history(self.output_dir, vars(self.args), self.history)
+    checkpoint_lib.save(
+      self.checkpoint_path, {'round': np.int32(round_num), 'state': self.state}
+    )
+
+  def report(self) -> dict:
+    """Writes history.json, history.csv and plot.png and prints the summary
+    table; returns the last round's history entry."""
+    _write_history(self.output_dir, vars(self.args), self.history)
+    _plot(os.path.join(self.output_dir, 'plot.png'), self.history)
+    print(
+      _table(self.history, time.perf_counter() - self.started, self.output_dir)
+    )
+    return self.history[-1]
+
 
 def run(args) -> dict:
   """Runs the simulation that `args` (parsed flags) describe.
@@ -362,73 +648,7 @@ def run(args) -> dict:
   Returns:
     The last round's history entry.
   """
-  started = time.perf_counter()
-  _split_cpu(args.cpu_devices)
-  name = args.name or f'{args.dataset}-{args.model}'
-  output_dir = args.output_dir or os.path.join('runs', name)
-  history = _check_resume(args, output_dir) if args.resume else []
-
-  fed = _load_data(args)
-  if args.clients_per_round > len(fed.train):
-    raise UsageError(f'--clients-per-round: expected at most the '
-                     f'{len(fed.train)} clients of the data set, found '
-                     f'{args.clients_per_round}.')
-  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-
-  sample = fed.train[0]
-  model = _build_model(args.model, sample['x'][:1], sample['y'][:1],
-                       fed.num_classes, args.seed)
-  process = algorithms.build_weighted_fed_avg(
-      model, _optimizer(args.client_optimizer, args.client_lr),
-      _optimizer(args.server_optimizer, args.server_lr),
-      clients_per_chunk=args.clients_per_chunk)
-  sample_round = _RoundSampler(fed.train, args.clients_per_round,
-                               args.batch_size, args.local_epochs, args.seed)
-  evaluate = _evaluator(model, fed.test)
-
-  state, start = process.initialize(), 0
-  ckpt_path = os.path.join(output_dir, CHECKPOINT)
-  if args.resume:
-    start, state = _restore(ckpt_path, process, state)
-    history = [h for h in history if h['round'] <= start]
-  os.makedirs(output_dir, exist_ok=True)
-  config = dict(vars(args))
-
-  bar = tqdm(total=args.rounds, initial=min(start, args.rounds),
-             desc=name, unit='round', disable=not args.progress,
-             file=sys.stderr)
-  cohort = (process.prefetch(sample_round(start + 1))
-            if start < args.rounds else None)
-  last_eval = '-'
-  for round_num in range(start + 1, args.rounds + 1):
-    output = process.next(state, cohort)
-    if round_num < args.rounds:  # Overlaps the round just dispatched.
-      cohort = process.prefetch(sample_round(round_num + 1))
-    state = output.state
-    train = jax.device_get(output.metrics['client_work']['train'])
-    entry = {'round': round_num, 'train_loss': float(train['loss']),
-             'train_accuracy': float(train['accuracy']),
-             'train_num_examples': int(train['num_examples']),
-             'eval_loss': None, 'eval_accuracy': None}
-    if evaluate and (round_num % args.eval_every == 0 or
-                     round_num == args.rounds):
-      entry['eval_loss'], entry['eval_accuracy'] = evaluate(
-          process.get_model_weights(state))
-      last_eval = f"{entry['eval_accuracy']:.3f}"
-    entry['elapsed_s'] = round(time.perf_counter() - started, 3)
-    history.append(entry)
-    bar.update(1)
-    bar.set_postfix(loss=f"{entry['train_loss']:.3f}",
-                    acc=f"{entry['train_accuracy']:.3f}", eval_acc=last_eval)
-    if round_num % args.checkpoint_every == 0 or round_num == args.rounds:
-      _write_history(output_dir, config, history)
-      checkpoint.save(ckpt_path, {'round': np.int32(round_num),
-                                  'state': state})
-  bar.close()
-  _write_history(output_dir, config, history)
-  _plot(os.path.join(output_dir, 'plot.png'), history)
-  print(_table(history, time.perf_counter() - started, output_dir))
-  return history[-1]
+  return Experiment.setup(args).run()
 
 
 def main(argv=None) -> int:
@@ -442,7 +662,9 @@ def main(argv=None) -> int:
   except ModuleNotFoundError as e:
     if e.name not in _SIM_MODULES:
       raise
-    print(f'jaxclient: error: the command needs {e.name}; install '
-          "jaxclient[sim].", file=sys.stderr)
+    print(
+      f'jaxclient: error: the command needs {e.name}; install jaxclient[sim].',
+      file=sys.stderr,
+    )
     return 2
   return 0

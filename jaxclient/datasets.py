@@ -37,6 +37,18 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jaxclient import _validation
+
+__all__ = [
+  'DataError',
+  'FederatedData',
+  'digits',
+  'dirichlet_label_skew',
+  'load_npz',
+  'save_npz',
+  'synthetic',
+]
+
 
 class DataError(ValueError):
   """A data source's arguments or a user's data file are invalid."""
@@ -56,10 +68,12 @@ class FederatedData(NamedTuple):
   num_classes: int
 
 
-def _check_positive_int(name, value, minimum=1):
-  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or (
-      value < minimum):
-    raise DataError(f'{name}: expected an int >= {minimum}, found {value!r}.')
+def _check_int(name, value, minimum=1) -> int:
+  """`_validation.check_int`, raising its message as a `DataError`."""
+  try:
+    return _validation.check_int(name, value, minimum=minimum)
+  except ValueError as e:
+    raise DataError(str(e)) from None
 
 
 def _check_fraction(name, value):
@@ -67,10 +81,14 @@ def _check_fraction(name, value):
     raise DataError(f'{name}: expected a fraction in [0, 1), found {value!r}.')
 
 
-def dirichlet_label_skew(labels: np.ndarray, num_clients: int, alpha: float,
-                         rng: np.random.Generator,
-                         min_examples: int = 2,
-                         max_tries: int = 1000) -> list[np.ndarray]:
+def dirichlet_label_skew(
+  labels: np.ndarray,
+  num_clients: int,
+  alpha: float,
+  rng: np.random.Generator,
+  min_examples: int = 2,
+  max_tries: int = 1000,
+) -> list[np.ndarray]:
   """Splits example indices over clients with a Dirichlet(alpha) label skew.
 
   For each class, the proportions going to each client are drawn from
@@ -80,33 +98,39 @@ def dirichlet_label_skew(labels: np.ndarray, num_clients: int, alpha: float,
   Returns:
     One sorted index array per client; together a partition of the indices.
   """
-  _check_positive_int('num_clients', num_clients)
+  _check_int('num_clients', num_clients)
   if not alpha > 0:
     raise DataError(f'alpha: expected a positive float, found {alpha!r}.')
   if num_clients * min_examples > len(labels):
     raise DataError(
-        f'num_clients: {num_clients} clients of at least {min_examples} '
-        f'examples need {num_clients * min_examples} examples, found '
-        f'{len(labels)}.')
+      f'num_clients: {num_clients} clients of at least {min_examples} '
+      f'examples need {num_clients * min_examples} examples, found '
+      f'{len(labels)}.'
+    )
   for _ in range(max_tries):
-    parts = [[] for _ in range(num_clients)]
+    pieces: list[list[np.ndarray]] = [[] for _ in range(num_clients)]
     for label in np.unique(labels):
       indices = rng.permutation(np.flatnonzero(labels == label))
       shares = rng.dirichlet(np.full(num_clients, alpha))
       cuts = (np.cumsum(shares)[:-1] * len(indices)).astype(int)
-      for part, piece in zip(parts, np.split(indices, cuts)):
+      for part, piece in zip(pieces, np.split(indices, cuts), strict=True):
         part.append(piece)
-    parts = [np.sort(np.concatenate(p)) for p in parts]
+    parts = [np.sort(np.concatenate(p)) for p in pieces]
     if min(len(p) for p in parts) >= min_examples:
       return parts
   raise DataError(
-      f'alpha: no Dirichlet({alpha}) split of {len(labels)} examples over '
-      f'{num_clients} clients gave every client {min_examples} examples in '
-      f'{max_tries} draws; use fewer clients or a larger alpha.')
+    f'alpha: no Dirichlet({alpha}) split of {len(labels)} examples over '
+    f'{num_clients} clients gave every client {min_examples} examples in '
+    f'{max_tries} draws; use fewer clients or a larger alpha.'
+  )
 
 
-def digits(num_clients: int = 100, alpha: float = 0.5,
-           test_fraction: float = 0.2, seed: int = 0) -> FederatedData:
+def digits(
+  num_clients: int = 100,
+  alpha: float = 0.5,
+  test_fraction: float = 0.2,
+  seed: int = 0,
+) -> FederatedData:
   """scikit-learn's bundled handwritten digits, Dirichlet-split over clients.
 
   Args:
@@ -117,7 +141,9 @@ def digits(num_clients: int = 100, alpha: float = 0.5,
     seed: the seed of the held-out split and the client split.
   """
   # Imported here: scikit-learn is an optional dependency (`[sim]`).
-  from sklearn import datasets as sk_datasets  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from sklearn import datasets as sk_datasets
+
   _check_fraction('test_fraction', test_fraction)
   bunch = sk_datasets.load_digits()
   x = (bunch.images / 16.0).astype(np.float32)[..., None]
@@ -128,14 +154,22 @@ def digits(num_clients: int = 100, alpha: float = 0.5,
   test, train = order[:num_test], order[num_test:]
   parts = dirichlet_label_skew(y[train], num_clients, alpha, rng)
   return FederatedData(
-      train=[{'x': x[train[p]], 'y': y[train[p]]} for p in parts],
-      test={'x': x[test], 'y': y[test]},
-      num_classes=10)
+    train=[{'x': x[train[p]], 'y': y[train[p]]} for p in parts],
+    test={'x': x[test], 'y': y[test]},
+    num_classes=10,
+  )
 
 
-def synthetic(num_clients: int = 30, alpha: float = 1.0, beta: float = 1.0,
-              *, num_features: int = 60, num_classes: int = 10,
-              test_fraction: float = 0.2, seed: int = 0) -> FederatedData:
+def synthetic(
+  num_clients: int = 30,
+  alpha: float = 1.0,
+  beta: float = 1.0,
+  *,
+  num_features: int = 60,
+  num_classes: int = 10,
+  test_fraction: float = 0.2,
+  seed: int = 0,
+) -> FederatedData:
   """FedProx's Synthetic(alpha, beta) data set (Li et al., 2020).
 
   Args:
@@ -148,9 +182,9 @@ def synthetic(num_clients: int = 30, alpha: float = 1.0, beta: float = 1.0,
       the centralized held-out set).
     seed: the generator's seed.
   """
-  _check_positive_int('num_clients', num_clients)
-  _check_positive_int('num_features', num_features)
-  _check_positive_int('num_classes', num_classes, minimum=2)
+  _check_int('num_clients', num_clients)
+  _check_int('num_features', num_features)
+  _check_int('num_classes', num_classes, minimum=2)
   _check_fraction('test_fraction', test_fraction)
   for name, value in (('alpha', alpha), ('beta', beta)):
     if not value >= 0:
@@ -160,26 +194,37 @@ def synthetic(num_clients: int = 30, alpha: float = 1.0, beta: float = 1.0,
   feature_scale = np.sqrt(np.arange(1, num_features + 1) ** -1.2)
   train, test_x, test_y = [], [], []
   for size in sizes:
-    u = rng.normal(0.0, np.sqrt(alpha))
-    b = rng.normal(0.0, np.sqrt(beta))
-    kernel = rng.normal(u, 1.0, (num_features, num_classes))
-    bias = rng.normal(u, 1.0, num_classes)
-    mean = rng.normal(b, 1.0, num_features)
-    x = (mean + feature_scale * rng.normal(size=(size, num_features))
-         ).astype(np.float32)
-    y = np.argmax(x @ kernel + bias, axis=1).astype(np.int32)
+    x, y = _synthetic_client(rng, size, alpha, beta, feature_scale, num_classes)
     num_test = int(round(test_fraction * size))
     train.append({'x': x[num_test:], 'y': y[num_test:]})
     test_x.append(x[:num_test])
     test_y.append(y[:num_test])
   return FederatedData(
-      train=train,
-      test={'x': np.concatenate(test_x), 'y': np.concatenate(test_y)},
-      num_classes=num_classes)
+    train=train,
+    test={'x': np.concatenate(test_x), 'y': np.concatenate(test_y)},
+    num_classes=num_classes,
+  )
 
 
-def save_npz(path: str | os.PathLike, train: Sequence[Mapping[str, np.ndarray]],
-             test: Mapping[str, np.ndarray] | None = None) -> None:
+def _synthetic_client(rng, size, alpha, beta, feature_scale, num_classes):
+  """One client of Synthetic(alpha, beta): `size` features and labels."""
+  num_features = len(feature_scale)
+  u = rng.normal(0.0, np.sqrt(alpha))
+  b = rng.normal(0.0, np.sqrt(beta))
+  kernel = rng.normal(u, 1.0, (num_features, num_classes))
+  bias = rng.normal(u, 1.0, num_classes)
+  mean = rng.normal(b, 1.0, num_features)
+  x = (mean + feature_scale * rng.normal(size=(size, num_features))).astype(
+    np.float32
+  )
+  return x, np.argmax(x @ kernel + bias, axis=1).astype(np.int32)
+
+
+def save_npz(
+  path: str | os.PathLike,
+  train: Sequence[Mapping[str, np.ndarray]],
+  test: Mapping[str, np.ndarray] | None = None,
+) -> None:
   """Writes per-client data in the `.npz` layout that `load_npz` reads;
   clients are named by their index."""
   arrays = {}
@@ -187,23 +232,29 @@ def save_npz(path: str | os.PathLike, train: Sequence[Mapping[str, np.ndarray]],
     arrays[f'x_{i}'], arrays[f'y_{i}'] = client['x'], client['y']
   if test is not None:
     arrays['test_x'], arrays['test_y'] = test['x'], test['y']
-  np.savez(path, **arrays)
+  np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy's stub
 
 
 def _as_features(name, array):
-  if array.ndim < 1 or not (np.issubdtype(array.dtype, np.number) or
-                            array.dtype == np.bool_):
-    raise DataError(f'{name}: expected numeric features [n, ...], found '
-                    f'shape {array.shape} {array.dtype}.')
+  if array.ndim < 1 or not (
+    np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_
+  ):
+    raise DataError(
+      f'{name}: expected numeric features [n, ...], found '
+      f'shape {array.shape} {array.dtype}.'
+    )
   return array.astype(np.float32)
 
 
 def _as_labels(name, array, num_examples):
-  if array.shape != (num_examples,) or not np.issubdtype(array.dtype,
-                                                         np.integer):
-    raise DataError(f'{name}: expected integer class labels of shape '
-                    f'({num_examples},), found shape {array.shape} '
-                    f'{array.dtype}.')
+  if array.shape != (num_examples,) or not np.issubdtype(
+    array.dtype, np.integer
+  ):
+    raise DataError(
+      f'{name}: expected integer class labels of shape '
+      f'({num_examples},), found shape {array.shape} '
+      f'{array.dtype}.'
+    )
   if num_examples and array.min() < 0:
     raise DataError(f'{name}: expected labels >= 0, found {array.min()}.')
   return array.astype(np.int32)
@@ -216,49 +267,80 @@ def load_npz(path: str | os.PathLike) -> FederatedData:
     DataError: naming the file and the offending key when the file is
       missing, unreadable, or not in the layout.
   """
-  try:
-    with np.load(path, allow_pickle=False) as npz:
-      arrays = {key: npz[key] for key in npz.files}
-  except FileNotFoundError as e:
-    raise DataError(f'{path}: no such data file.') from e
-  except (OSError, ValueError, zipfile.BadZipFile) as e:
-    raise DataError(f'{path}: not a readable .npz file ({e}).') from e
-  test_keys = {'test_x', 'test_y'} & set(arrays)
-  if len(test_keys) == 1:
-    raise DataError(f'{path}: found {test_keys.pop()} without its pair; '
-                    "expected both 'test_x' and 'test_y' or neither.")
-  clients = [k[2:] for k in arrays if k.startswith('x_')]
-  expected = {f'{p}_{c}' for c in clients for p in 'xy'} | {'test_x',
-                                                             'test_y'}
-  unexpected = sorted(set(arrays) - expected)
-  if unexpected:
-    raise DataError(
-        f'{path}: unexpected key(s) {unexpected}; expected x_<client> and '
-        'y_<client> pairs and optionally test_x, test_y.')
-  missing = sorted(f'y_{c}' for c in clients if f'y_{c}' not in arrays)
-  if missing or not clients:
-    raise DataError(f'{path}: expected x_<client>, y_<client> pairs for at '
-                    f'least one client; missing {missing or ["x_<client>"]}.')
-  train = []
-  for c in clients:
-    x = _as_features(f'{path}: x_{c}', arrays[f'x_{c}'])
-    train.append({'x': x, 'y': _as_labels(f'{path}: y_{c}', arrays[f'y_{c}'],
-                                          len(x))})
-    if x.shape[1:] != train[0]['x'].shape[1:]:
-      raise DataError(
-          f'{path}: x_{c} has example shape {x.shape[1:]}, but x_{clients[0]}'
-          f' has {train[0]["x"].shape[1:]}; all clients must agree.')
-  if test_keys:
-    x = _as_features(f'{path}: test_x', arrays['test_x'])
-    if x.shape[1:] != train[0]['x'].shape[1:]:
-      raise DataError(f'{path}: test_x has example shape {x.shape[1:]}, the '
-                      f'clients {train[0]["x"].shape[1:]}.')
-    test = {'x': x, 'y': _as_labels(f'{path}: test_y', arrays['test_y'],
-                                    len(x))}
-  else:
-    test = {'x': np.zeros((0,) + train[0]['x'].shape[1:], np.float32),
-            'y': np.zeros((0,), np.int32)}
+  arrays = _read_npz(path)
+  clients = _client_names(path, arrays)
+  train = _train_sets(path, arrays, clients)
+  test = _test_set(path, arrays, train[0]['x'].shape[1:])
   if sum(len(c['y']) for c in train) == 0:
     raise DataError(f'{path}: every client is empty; expected examples.')
   num_classes = int(max(d['y'].max() for d in train + [test] if len(d['y'])))
   return FederatedData(train, test, max(num_classes + 1, 2))
+
+
+def _read_npz(path) -> dict[str, np.ndarray]:
+  """Every array of the file at `path`, by key."""
+  try:
+    with np.load(path, allow_pickle=False) as npz:
+      return {key: npz[key] for key in npz.files}
+  except FileNotFoundError as e:
+    raise DataError(f'{path}: no such data file.') from e
+  except (OSError, ValueError, zipfile.BadZipFile) as e:
+    raise DataError(f'{path}: not a readable .npz file ({e}).') from e
+
+
+def _client_names(path, arrays) -> list[str]:
+  """The `<client>` names, in the file's order, once the keys are checked
+  against the layout."""
+  test_keys = {'test_x', 'test_y'} & set(arrays)
+  if len(test_keys) == 1:
+    raise DataError(
+      f'{path}: found {test_keys.pop()} without its pair; '
+      "expected both 'test_x' and 'test_y' or neither."
+    )
+  clients = [k[2:] for k in arrays if k.startswith('x_')]
+  expected = {f'{p}_{c}' for c in clients for p in 'xy'} | {'test_x', 'test_y'}
+  unexpected = sorted(set(arrays) - expected)
+  if unexpected:
+    raise DataError(
+      f'{path}: unexpected key(s) {unexpected}; expected x_<client> and '
+      'y_<client> pairs and optionally test_x, test_y.'
+    )
+  missing = sorted(f'y_{c}' for c in clients if f'y_{c}' not in arrays)
+  if missing or not clients:
+    raise DataError(
+      f'{path}: expected x_<client>, y_<client> pairs for at '
+      f'least one client; missing {missing or ["x_<client>"]}.'
+    )
+  return clients
+
+
+def _train_sets(path, arrays, clients) -> list[dict[str, np.ndarray]]:
+  """Each client's `{'x', 'y'}`, checked; example shapes must agree."""
+  train = []
+  for c in clients:
+    x = _as_features(f'{path}: x_{c}', arrays[f'x_{c}'])
+    train.append(
+      {'x': x, 'y': _as_labels(f'{path}: y_{c}', arrays[f'y_{c}'], len(x))}
+    )
+    if x.shape[1:] != train[0]['x'].shape[1:]:
+      raise DataError(
+        f'{path}: x_{c} has example shape {x.shape[1:]}, but x_{clients[0]}'
+        f' has {train[0]["x"].shape[1:]}; all clients must agree.'
+      )
+  return train
+
+
+def _test_set(path, arrays, example_shape) -> dict[str, np.ndarray]:
+  """The held-out `{'x', 'y'}`: the file's, or an empty one."""
+  if 'test_x' not in arrays:
+    return {
+      'x': np.zeros((0,) + example_shape, np.float32),
+      'y': np.zeros((0,), np.int32),
+    }
+  x = _as_features(f'{path}: test_x', arrays['test_x'])
+  if x.shape[1:] != example_shape:
+    raise DataError(
+      f'{path}: test_x has example shape {x.shape[1:]}, the '
+      f'clients {example_shape}.'
+    )
+  return {'x': x, 'y': _as_labels(f'{path}: test_y', arrays['test_y'], len(x))}

@@ -8,6 +8,12 @@ reach the loss or its gradient. A batch with no valid example has loss 0.
 import jax
 import jax.numpy as jnp
 
+__all__ = [
+  'masked_mean',
+  'mean_squared_error',
+  'sparse_categorical_crossentropy',
+]
+
 
 def masked_mean(per_example: jax.Array, mask: jax.Array) -> jax.Array:
   """Mean of the `[N]` values `per_example` where the `[N]` `mask` is true.
@@ -19,8 +25,9 @@ def masked_mean(per_example: jax.Array, mask: jax.Array) -> jax.Array:
   return total / jnp.maximum(count, 1.0)
 
 
-def sparse_categorical_crossentropy(logits: jax.Array, y: jax.Array,
-                                    mask: jax.Array) -> jax.Array:
+def sparse_categorical_crossentropy(
+  logits: jax.Array, y: jax.Array, mask: jax.Array
+) -> jax.Array:
   """Softmax cross-entropy from logits against integer labels `y`."""
   # A one-hot select rather than a gather: jax2tf converts it to plain TF
   # ops (TFF's runtime has no XLA gather), and a -inf logit of another class
@@ -32,8 +39,9 @@ def sparse_categorical_crossentropy(logits: jax.Array, y: jax.Array,
   return masked_mean(per_example, mask)
 
 
-def mean_squared_error(predictions: jax.Array, y: jax.Array,
-                       mask: jax.Array) -> jax.Array:
+def mean_squared_error(
+  predictions: jax.Array, y: jax.Array, mask: jax.Array
+) -> jax.Array:
   """Mean over valid examples and output features of `(predictions - y)**2`.
 
   Matches `tf.keras.losses.MeanSquaredError` (mean over features, then over

@@ -19,12 +19,27 @@ Batches with no valid example never reach `update`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-PyTree = Any
+from jaxclient.typing import PyTree
+
+__all__ = [
+  'BUILT_IN_METRIC_NAMES',
+  'BatchOutput',
+  'Metric',
+  'MetricsAggregator',
+  'mean_loss',
+  'mean_squared_error',
+  'num_batches',
+  'num_examples',
+  'num_non_finite_clients',
+  'sparse_categorical_accuracy',
+  'sum_then_finalize',
+  'with_built_ins',
+]
 
 
 class BatchOutput(NamedTuple):
@@ -51,8 +66,9 @@ class Metric(NamedTuple):
   finalize: Callable[[PyTree], PyTree]
 
 
-MetricsAggregator = Callable[[Mapping[str, Metric]],
-                             Callable[[Mapping[str, PyTree]], dict]]
+MetricsAggregator = Callable[
+  [Mapping[str, Metric]], Callable[[Mapping[str, PyTree]], dict]
+]
 
 
 def _num_valid(mask: jax.Array) -> jax.Array:
@@ -67,17 +83,21 @@ def _ratio(state):
 def mean_loss() -> Metric:
   """Example-weighted mean of each batch's loss: state `(total, count)`."""
   return Metric(
-      init=lambda: (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)),
-      update=lambda s, b: (s[0] + b.loss.astype(jnp.float32) * _num_valid(
-          b.mask), s[1] + _num_valid(b.mask)),
-      finalize=_ratio)
+    init=lambda: (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)),
+    update=lambda s, b: (
+      s[0] + b.loss.astype(jnp.float32) * _num_valid(b.mask),
+      s[1] + _num_valid(b.mask),
+    ),
+    finalize=_ratio,
+  )
 
 
 def _counter(increment: Callable[[BatchOutput], jax.Array]) -> Metric:
   return Metric(
-      init=lambda: jnp.zeros((), jnp.int32),
-      update=lambda s, b: s + increment(b).astype(jnp.int32),
-      finalize=lambda s: s)
+    init=lambda: jnp.zeros((), jnp.int32),
+    update=lambda s, b: s + increment(b).astype(jnp.int32),
+    finalize=lambda s: s,
+  )
 
 
 def num_examples() -> Metric:
@@ -96,48 +116,64 @@ def num_non_finite_clients() -> Metric:
   return _counter(lambda b: jnp.zeros((), jnp.int32))
 
 
-def _masked_mean_metric(per_example: Callable[[BatchOutput], jax.Array]
-                        ) -> Metric:
+def _masked_mean_metric(
+  per_example: Callable[[BatchOutput], jax.Array],
+) -> Metric:
   def update(state, batch):
     values = jnp.where(batch.mask, per_example(batch), 0.0)
-    return (state[0] + jnp.sum(values).astype(jnp.float32),
-            state[1] + _num_valid(batch.mask))
+    return (
+      state[0] + jnp.sum(values).astype(jnp.float32),
+      state[1] + _num_valid(batch.mask),
+    )
+
   return Metric(
-      init=lambda: (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)),
-      update=update,
-      finalize=_ratio)
+    init=lambda: (jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)),
+    update=update,
+    finalize=_ratio,
+  )
 
 
 def sparse_categorical_accuracy() -> Metric:
   """Fraction of valid examples whose argmax prediction equals the label."""
-  return _masked_mean_metric(lambda b: (
+  return _masked_mean_metric(
+    lambda b: (
       jnp.argmax(b.predictions, axis=-1) == b.labels.reshape(b.mask.shape)
-  ).astype(jnp.float32))
+    ).astype(jnp.float32)
+  )
 
 
 def mean_squared_error() -> Metric:
   """Mean over valid examples of the mean squared error over features."""
+
   def per_example(b):
     diff = b.predictions - b.labels.reshape(b.predictions.shape)
     return jnp.mean(jnp.square(diff).reshape(diff.shape[0], -1), axis=1)
+
   return _masked_mean_metric(per_example)
 
 
-BUILT_IN_METRIC_NAMES = ('loss', 'num_examples', 'num_batches',
-                         'num_non_finite_clients')
+BUILT_IN_METRIC_NAMES = (
+  'loss',
+  'num_examples',
+  'num_batches',
+  'num_non_finite_clients',
+)
 
 
 def with_built_ins(model_metrics: Mapping[str, Metric]) -> dict[str, Metric]:
   """The model's metrics followed by the built-ins every client reports."""
-  return {**model_metrics,
-          'loss': mean_loss(),
-          'num_examples': num_examples(),
-          'num_batches': num_batches(),
-          'num_non_finite_clients': num_non_finite_clients()}
+  return {
+    **model_metrics,
+    'loss': mean_loss(),
+    'num_examples': num_examples(),
+    'num_batches': num_batches(),
+    'num_non_finite_clients': num_non_finite_clients(),
+  }
 
 
-def sum_then_finalize(metrics: Mapping[str, Metric]
-                      ) -> Callable[[Mapping[str, PyTree]], dict]:
+def sum_then_finalize(
+  metrics: Mapping[str, Metric],
+) -> Callable[[Mapping[str, PyTree]], dict]:
   """The default aggregator: sum unfinalized states over clients, finalize.
 
   Args:
@@ -147,8 +183,11 @@ def sum_then_finalize(metrics: Mapping[str, Metric]
     A function of the clients' unfinalized states, stacked on a leading
     client axis, returning name -> finalized value.
   """
+
   def aggregate(stacked: Mapping[str, PyTree]) -> dict:
     summed = jax.tree.map(lambda v: jnp.sum(v, axis=0), dict(stacked))
-    return {name: metric.finalize(summed[name])
-            for name, metric in metrics.items()}
+    return {
+      name: metric.finalize(summed[name]) for name, metric in metrics.items()
+    }
+
   return aggregate

@@ -13,8 +13,8 @@ On a CPU, JAX shows one device, and one device runs one program on one
 core at a time (XLA:CPU parallelizes only large single operations; a
 cohort of small per-client steps keeps one core busy).
 `set_cpu_device_count` splits the host into one device per core before JAX
-starts, so that `client_mesh` spreads the cohort over every core (the 2NN
-on 2 cores: 1.1-1.7x in the benchmark runs; benchmarks/README.md).
+starts, so that `client_mesh` spreads the cohort over every core
+(benchmarks/README.md measures what it gains).
 
 Multi-host runs use JAX's own runtime: call `initialize_distributed` (a thin
 wrapper of `jax.distributed.initialize` that also picks CPU collectives)
@@ -23,15 +23,30 @@ in every process before any other JAX call. See docs/simulation.md.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-PyTree = Any
+from jaxclient import _jax_internals, _validation
+from jaxclient.typing import PyTree
+
+__all__ = [
+  'CLIENTS_AXIS',
+  'client_mesh',
+  'clients_sharding',
+  'initialize_distributed',
+  'map_client_shards',
+  'pad_clients',
+  'padded_size',
+  'put_clients',
+  'put_replicated',
+  'replicated_sharding',
+  'set_cpu_device_count',
+]
 
 CLIENTS_AXIS = 'clients'
 
@@ -43,23 +58,27 @@ def set_cpu_device_count(count: int | None = None) -> int:
   Call it before JAX runs anything (right after `import jax`): the CPU
   backend reads the count when it starts. Accelerators are unaffected.
   """
-  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+  count = _validation.check_int(
+    'set_cpu_device_count: count', count, optional=True
+  )
   if count is None:
     count = len(os.sched_getaffinity(0))
-  if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-    raise ValueError('set_cpu_device_count: count: expected None or a '
-                     f'positive int, found {count!r}.')
-  if xla_bridge.backends_are_initialized():
+  if _jax_internals.backends_started():
     raise RuntimeError(
-        'set_cpu_device_count: JAX has already started its backends; call '
-        'it before any JAX computation (right after `import jax`).')
+      'set_cpu_device_count: JAX has already started its backends; call '
+      'it before any JAX computation (right after `import jax`).'
+    )
   if 'jax_num_cpu_devices' in jax.config.values:
     jax.config.update('jax_num_cpu_devices', count)
   else:  # jax < 0.4.38: the XLA flag, read when the CPU backend starts.
-    flags = re.sub(r'--xla_force_host_platform_device_count=\S*', '',
-                   os.environ.get('XLA_FLAGS', ''))
+    flags = re.sub(
+      r'--xla_force_host_platform_device_count=\S*',
+      '',
+      os.environ.get('XLA_FLAGS', ''),
+    )
     os.environ['XLA_FLAGS'] = (
-        f'{flags} --xla_force_host_platform_device_count={count}'.strip())
+      f'{flags} --xla_force_host_platform_device_count={count}'.strip()
+    )
   return count
 
 
@@ -80,13 +99,18 @@ def map_client_shards(fun, mesh: Mesh, in_specs, out_specs):
   replicated weights and ends with per-client ones.
   """
   try:
-    from jax import shard_map  # pylint: disable=g-import-not-at-top
+    from jax import shard_map
+
     unchecked = {'check_vma': False}
   except ImportError:  # jax < 0.6
-    from jax.experimental.shard_map import shard_map  # pylint: disable=g-import-not-at-top
+    from jax.experimental.shard_map import (  # type: ignore[no-redef]
+      shard_map,
+    )
+
     unchecked = {'check_rep': False}
-  return shard_map(fun, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
-                   **unchecked)
+  return shard_map(  # type: ignore[call-overload]
+    fun, mesh=mesh, in_specs=in_specs, out_specs=out_specs, **unchecked
+  )
 
 
 def clients_sharding(mesh: Mesh) -> NamedSharding:
@@ -110,15 +134,19 @@ def pad_clients(tree: PyTree, size: int) -> PyTree:
 
   Zero padding is inert client data: its `mask` is False everywhere.
   """
+
   def pad(leaf):
     leaf = np.asarray(leaf)
     if leaf.shape[0] > size:
-      raise ValueError(f'pad_clients: leading axis {leaf.shape[0]} exceeds '
-                       f'the padded size {size}.')
+      raise ValueError(
+        f'pad_clients: leading axis {leaf.shape[0]} exceeds '
+        f'the padded size {size}.'
+      )
     if leaf.shape[0] == size:
       return leaf
     widths = [(0, size - leaf.shape[0])] + [(0, 0)] * (leaf.ndim - 1)
     return np.pad(leaf, widths)
+
   return jax.tree.map(pad, tree)
 
 
@@ -127,12 +155,16 @@ def _put(tree: PyTree, sharding: NamedSharding) -> PyTree:
     if isinstance(leaf, jax.Array) and leaf.sharding == sharding:
       return leaf
     if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
-      raise ValueError('put: a global array spread over several processes '
-                       f'must already have the sharding {sharding.spec}; '
-                       f'found {leaf.sharding}.')
+      raise ValueError(
+        'put: a global array spread over several processes '
+        f'must already have the sharding {sharding.spec}; '
+        f'found {leaf.sharding}.'
+      )
     host = np.asarray(leaf)
-    return jax.make_array_from_callback(host.shape, sharding,
-                                        lambda index: host[index])
+    return jax.make_array_from_callback(
+      host.shape, sharding, lambda index: host[index]
+    )
+
   return jax.tree.map(put, tree)
 
 
@@ -147,8 +179,9 @@ def put_clients(tree: PyTree, mesh: Mesh) -> PyTree:
   for leaf in jax.tree.leaves(tree):
     if np.ndim(leaf) < 1 or np.shape(leaf)[0] % size:
       raise ValueError(
-          f'put_clients: the leading (client) axis must be a multiple of the '
-          f'{size} devices of the mesh, found shape {np.shape(leaf)}.')
+        f'put_clients: the leading (client) axis must be a multiple of the '
+        f'{size} devices of the mesh, found shape {np.shape(leaf)}.'
+      )
   return _put(tree, clients_sharding(mesh))
 
 
@@ -157,10 +190,12 @@ def put_replicated(tree: PyTree, mesh: Mesh) -> PyTree:
   return _put(tree, replicated_sharding(mesh))
 
 
-def initialize_distributed(coordinator_address: str | None = None,
-                           num_processes: int | None = None,
-                           process_id: int | None = None,
-                           **kwargs) -> None:
+def initialize_distributed(
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  **kwargs,
+) -> None:
   """`jax.distributed.initialize`, with cross-process CPU collectives on.
 
   On clusters that JAX detects (SLURM, Open MPI, TPU pods, Kubernetes) every
@@ -170,10 +205,12 @@ def initialize_distributed(coordinator_address: str | None = None,
   call, in every process. Extra keyword arguments go to
   `jax.distributed.initialize` unchanged (e.g. `local_device_ids`).
   """
-  try:
+  # A jax without the option has nothing to select.
+  with contextlib.suppress(AttributeError):
     jax.config.update('jax_cpu_collectives_implementation', 'gloo')
-  except AttributeError:  # A jax without the option: nothing to select.
-    pass
-  jax.distributed.initialize(coordinator_address=coordinator_address,
-                             num_processes=num_processes,
-                             process_id=process_id, **kwargs)
+  jax.distributed.initialize(
+    coordinator_address=coordinator_address,
+    num_processes=num_processes,
+    process_id=process_id,
+    **kwargs,
+  )

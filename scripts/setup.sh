@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Creates both environments from the committed locks:
-#   .venv      the core env   (uv.lock)
-#   .venv-tff  the TFF env    (envs/tff/uv.lock)
+#   .venv      the core env   (uv.lock): the project with its `sim` extra and
+#              its default dependency groups: test, docs (sphinx, myst-nb,
+#              furo), lint (ruff, mypy)
+#   .venv-tff  the TFF env    (envs/tff/uv.lock): its `test` group
 # Installs uv with pip when it is missing. Only the package index is used.
 # Usage: bash scripts/setup.sh [core|tff|all]   (default: all)
 set -euo pipefail

@@ -4,13 +4,23 @@
 `jaxclient.FunctionalModel` with a TFF, optax or Keras optimizer, on TFF's
 runtime (jax2tf, `backend='tensorflow'`) or as a `tff.jax.computation`
 (`backend='jax'`). `local_cpp_execution_context` runs TFF's C++ runtime and
-stops its worker process on exit.
+stops its worker process on exit; `conversion` converts weights between
+jaxclient's pytrees and TFF's lists.
+
+Modules: `builder` (the builder and its backend table), `tf_backend`,
+`jax_backend`, `tff_process` (the process around a client update, shared by
+the backends), `converted_model` (jax2tf), `conversion`,
+`optimizer_adapters` and `keras_fallback`, `runtime`, and `_private_apis`
+(the one place that uses other projects' private names).
 """
 
 from jaxclient_tff import conversion
-from jaxclient_tff.process import build_model_delta_client_work
-from jaxclient_tff.runtime import local_cpp_execution_context
-from jaxclient_tff.runtime import shutdown_workers
+from jaxclient_tff.builder import build_model_delta_client_work
+from jaxclient_tff.runtime import local_cpp_execution_context, shutdown_workers
 
-__all__ = ['build_model_delta_client_work', 'conversion',
-           'local_cpp_execution_context', 'shutdown_workers']
+__all__ = [
+  'build_model_delta_client_work',
+  'conversion',
+  'local_cpp_execution_context',
+  'shutdown_workers',
+]

@@ -9,7 +9,11 @@ sorted-key order. `WeightsLayout` converts between the two.
 
 Counters: jaxclient's metric counters are int32 (JAX computes in 32 bits);
 TFF's `num_examples` / `num_batches` are int64. Every int32 leaf of a metric
-state is int64 on the TFF side and cast back at the JAX boundary.
+state is int64 on the TFF side and cast back at the JAX boundary
+(`to_tff_dtype`); a metric state of several leaves is a list on the TFF side
+(`tff_form`).
+
+Also here: the TFF type of a batch of client data (`element_type`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,14 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 import jaxclient as jc
+
+__all__ = [
+  'PytreeLayout',
+  'WeightsLayout',
+  'element_type',
+  'tff_form',
+  'to_tff_dtype',
+]
 
 PyTree = Any
 
@@ -44,7 +56,8 @@ def _creation_order(tree: PyTree) -> list[int]:
         walk(node[key], prefix + (jax.tree_util.DictKey(key),))
       return
     children, _ = jax.tree_util.tree_flatten_with_path(
-        node, is_leaf=lambda n: n is not node and isinstance(n, Mapping))
+      node, is_leaf=lambda n: n is not node and isinstance(n, Mapping)
+    )
     if [path for path, _ in children] == [()]:
       order.append(jax_index[prefix])
       return
@@ -62,9 +75,12 @@ class PytreeLayout:
     self.treedef = jax.tree_util.tree_structure(example)
     self.order = _creation_order(example)
     leaves = jax.tree_util.tree_leaves(example)
-    self.specs = [jax.ShapeDtypeStruct(np.shape(leaves[i]),
-                                       jax.numpy.result_type(leaves[i]))
-                  for i in self.order]
+    self.specs = [
+      jax.ShapeDtypeStruct(
+        np.shape(leaves[i]), jax.numpy.result_type(leaves[i])
+      )
+      for i in self.order
+    ]
 
   def flatten(self, tree: PyTree) -> list:
     leaves = jax.tree_util.tree_leaves(tree)
@@ -87,28 +103,36 @@ class WeightsLayout:
     self.trainable = PytreeLayout(weights.trainable)
     self.non_trainable = PytreeLayout(weights.non_trainable)
 
-  def to_tff(self, weights: jc.ModelWeights
-             ) -> tff.learning.models.ModelWeights:
+  def to_tff(
+    self, weights: jc.ModelWeights
+  ) -> tff.learning.models.ModelWeights:
     """TFF's `ModelWeights` of numpy arrays for jaxclient `weights`."""
     return tff.learning.models.ModelWeights(
-        trainable=[np.asarray(a) for a in self.trainable.flatten(
-            weights.trainable)],
-        non_trainable=[np.asarray(a) for a in self.non_trainable.flatten(
-            weights.non_trainable)])
+      trainable=[
+        np.asarray(a) for a in self.trainable.flatten(weights.trainable)
+      ],
+      non_trainable=[
+        np.asarray(a) for a in self.non_trainable.flatten(weights.non_trainable)
+      ],
+    )
 
   def from_tff(self, weights) -> jc.ModelWeights:
     """jaxclient `ModelWeights` for TFF's (lists in creation order)."""
     trainable, non_trainable = weights
-    return jc.ModelWeights(self.trainable.unflatten(list(trainable)),
-                           self.non_trainable.unflatten(list(non_trainable)))
+    return jc.ModelWeights(
+      self.trainable.unflatten(list(trainable)),
+      self.non_trainable.unflatten(list(non_trainable)),
+    )
 
   def tff_type(self) -> tff.StructWithPythonType:
     """The weights type, equal to `weights_type_from_model` of a Keras twin."""
     return tff.StructWithPythonType(
-        tff.learning.models.ModelWeights(
-            trainable=self.trainable.tensor_types(),
-            non_trainable=self.non_trainable.tensor_types()),
-        tff.learning.models.ModelWeights)
+      tff.learning.models.ModelWeights(
+        trainable=self.trainable.tensor_types(),
+        non_trainable=self.non_trainable.tensor_types(),
+      ),
+      tff.learning.models.ModelWeights,
+    )
 
 
 def element_type(model: jc.FunctionalModel) -> tff.StructWithPythonType:
@@ -117,16 +141,31 @@ def element_type(model: jc.FunctionalModel) -> tff.StructWithPythonType:
   missing = [k for k in ('x', 'y') if k not in model.input_spec]
   if missing:
     raise ValueError(
-        f"model.input_spec: expected keys 'x' and 'y' to type the client data"
-        f' as a tff.SequenceType; missing {missing}, found '
-        f'{list(model.input_spec)}.')
-  return tff.types.tensorflow_to_type(collections.OrderedDict(
-      (key, tf.TensorSpec((None,) + tuple(model.input_spec[key].shape),
-                          tf.as_dtype(model.input_spec[key].dtype)))
-      for key in ('x', 'y')))
+      f"model.input_spec: expected keys 'x' and 'y' to type the client data"
+      f' as a tff.SequenceType; missing {missing}, found '
+      f'{list(model.input_spec)}.'
+    )
+  return tff.types.tensorflow_to_type(
+    collections.OrderedDict(
+      (
+        key,
+        tf.TensorSpec(
+          (None,) + tuple(model.input_spec[key].shape),
+          tf.as_dtype(model.input_spec[key].dtype),
+        ),
+      )
+      for key in ('x', 'y')
+    )
+  )
 
 
 def to_tff_dtype(dtype) -> np.dtype:
   """TFF's dtype for a jaxclient metric leaf: int32 counters become int64."""
   return np.dtype(np.int64) if np.dtype(dtype) == np.int32 else np.dtype(dtype)
 
+
+def tff_form(state: PyTree):
+  """A metric state as TFF reports it: one leaf as itself, several as a list
+  (Keras reports a Mean as `[total, count]`)."""
+  leaves = jax.tree_util.tree_leaves(state)
+  return leaves[0] if len(leaves) == 1 else list(leaves)

@@ -7,6 +7,7 @@ client's trainable weights live in TF variables, and each batch's gradients
 own `apply_gradients`, so Keras options (momentum, nesterov, clipnorm,
 clipvalue, ...) take effect. The optimizer and its slots are created anew for
 every client update (TFF initializes a computation's variables per call).
+`KerasOptimizer` has the adapter API of `optimizer_adapters`.
 """
 
 from __future__ import annotations
@@ -16,37 +17,53 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from jaxclient_tff import conversion
-from jaxclient_tff import optimizers
+from jaxclient_tff import _private_apis, conversion
+
+__all__ = ['KerasOptimizer', 'is_keras_optimizer']
+
+
+def is_keras_optimizer(value) -> bool:
+  """Whether `value` is a built `tf.keras` optimizer, new or legacy."""
+  return isinstance(
+    value, (tf.keras.optimizers.Optimizer, tf.keras.optimizers.legacy.Optimizer)
+  )
 
 
 class KerasOptimizer:
   """Adapter for a no-arg callable returning a `tf.keras` optimizer."""
 
-  def __init__(self, optimizer_fn: Callable[[], tf.keras.optimizers.Optimizer],
-               trainable_layout: conversion.PytreeLayout):
-    if optimizers.is_keras_optimizer(optimizer_fn):
+  def __init__(
+    self,
+    optimizer_fn: Callable[[], tf.keras.optimizers.Optimizer],
+    trainable_layout: conversion.PytreeLayout,
+  ):
+    if is_keras_optimizer(optimizer_fn):
       raise TypeError(
-          'optimizer: expected a no-arg callable returning a tf.keras '
-          'optimizer (e.g. `lambda: tf.keras.optimizers.SGD(0.1)`), found an '
-          f'already-built {type(optimizer_fn).__name__}; the optimizer and '
-          'its slot variables must be created inside the TFF computation.')
+        'optimizer: expected a no-arg callable returning a tf.keras '
+        'optimizer (e.g. `lambda: tf.keras.optimizers.SGD(0.1)`), found an '
+        f'already-built {type(optimizer_fn).__name__}; the optimizer and '
+        'its slot variables must be created inside the TFF computation.'
+      )
     self.optimizer_fn = optimizer_fn
     self.trainable = trainable_layout
-    self.initial_hparams = collections.OrderedDict()
+    self.initial_hparams: collections.OrderedDict = collections.OrderedDict()
 
-  def build(self) -> '_BoundKerasOptimizer':
+  def build(self) -> _BoundKerasOptimizer:
     """Creates the variables and the optimizer (inside the computation)."""
-    variables = [tf.Variable(tf.zeros(s.shape, s.dtype), name=f'trainable_{i}')
-                 for i, s in enumerate(self.trainable.specs)]
+    variables = [
+      tf.Variable(tf.zeros(s.shape, s.dtype), name=f'trainable_{i}')
+      for i, s in enumerate(self.trainable.specs)
+    ]
     optimizer = self.optimizer_fn()
-    if not optimizers.is_keras_optimizer(optimizer):
-      raise TypeError('optimizer: the callable must return a tf.keras '
-                      f'optimizer, found {type(optimizer).__name__}.')
-    if hasattr(optimizer, 'build'):  # Keras >= 2.11 optimizers.
+    if not is_keras_optimizer(optimizer):
+      raise TypeError(
+        'optimizer: the callable must return a tf.keras '
+        f'optimizer, found {type(optimizer).__name__}.'
+      )
+    if isinstance(optimizer, tf.keras.optimizers.legacy.Optimizer):
+      _private_apis.create_legacy_keras_optimizer_weights(optimizer, variables)
+    else:
       optimizer.build(variables)
-    else:  # Legacy optimizers create their slots eagerly here.
-      optimizer._create_all_weights(variables)  # pylint: disable=protected-access
     return _BoundKerasOptimizer(optimizer, variables)
 
 
@@ -59,11 +76,11 @@ class _BoundKerasOptimizer:
 
   def init(self, trainable, hparams):
     del hparams  # Always empty: Keras optimizers keep theirs in Python.
-    for variable, value in zip(self.variables, trainable):
+    for variable, value in zip(self.variables, trainable, strict=True):
       variable.assign(value)
     return ()
 
   def step(self, state, trainable, grads):
     del trainable  # Equal to the variables, which the gradients were taken at.
-    self.optimizer.apply_gradients(zip(grads, self.variables))
+    self.optimizer.apply_gradients(zip(grads, self.variables, strict=True))
     return state, [v.read_value() for v in self.variables]

@@ -18,13 +18,23 @@ import gc
 import psutil
 import tensorflow_federated as tff
 
+__all__ = [
+  'WORKER_NAME',
+  'local_cpp_execution_context',
+  'shutdown_workers',
+  'worker_processes',
+]
+
 WORKER_NAME = 'worker_binary'
 
 
 def worker_processes() -> list[psutil.Process]:
   """TFF C++ workers that are children of this Python process."""
-  return [p for p in psutil.Process().children(recursive=True)
-          if p.name() == WORKER_NAME]
+  return [
+    p
+    for p in psutil.Process().children(recursive=True)
+    if p.name() == WORKER_NAME
+  ]
 
 
 def shutdown_workers(keep=(), timeout: float = 10.0) -> None:
@@ -53,7 +63,8 @@ def local_cpp_execution_context(**context_kwargs):
   """
   workers_before = [p.pid for p in worker_processes()]
   context = tff.backends.native.create_sync_local_cpp_execution_context(
-      **context_kwargs)
+    **context_kwargs
+  )
   try:
     with tff.framework.get_context_stack().install(context):
       yield

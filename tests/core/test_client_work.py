@@ -243,8 +243,8 @@ def test_dropout_randomness_is_per_client_and_independent_of_cohort():
 
 @pytest.mark.parametrize('clients_per_block, used', [(1, 1), (2, 2), (4, 3),
                                                      (100, 6)])
-def test_clients_per_block_changes_nothing_but_the_schedule(clients_per_block,
-                                                            used):
+def test_blocked_strategy_changes_nothing_but_the_schedule(clients_per_block,
+                                                           used):
   rng = np.random.default_rng(3)
   clients = [{'x': rng.normal(size=(n, 2)).astype(np.float32),
               'y': rng.normal(size=(n, 1)).astype(np.float32)}
@@ -252,10 +252,11 @@ def test_clients_per_block_changes_nothing_but_the_schedule(clients_per_block,
   data = jc.data.pack(clients, batch_size=2)
   stacked = jax.tree.map(
       lambda v: jnp.stack([v + 0.1 * i for i in range(6)]), WEIGHTS)
-  whole = build(jc.optimizers.build_adam(0.1), clients_per_block=6)
-  blocked = build(jc.optimizers.build_adam(0.1),
-                  clients_per_block=clients_per_block)
-  assert blocked.clients_per_block(6) == used
+  whole = build(jc.optimizers.build_adam(0.1), strategy=jc.cohort.AllAtOnce())
+  strategy = jc.cohort.Blocked(clients_per_block)
+  blocked = build(jc.optimizers.build_adam(0.1), strategy=strategy)
+  assert blocked.plan(data) == (strategy, 'given to the builder')
+  assert strategy.block_size(6, devices=1) == used
   for weights in (WEIGHTS, stacked):
     a = whole.next(whole.initialize(), weights, data,
                    rng=jax.random.PRNGKey(0))
@@ -265,7 +266,23 @@ def test_clients_per_block_changes_nothing_but_the_schedule(clients_per_block,
       np.testing.assert_allclose(leaf_a, leaf_b, rtol=1e-6, atol=1e-7)
 
 
-def test_clients_per_block_must_be_a_positive_int():
+def test_strategies_are_checked():
   with pytest.raises(ValueError, match=re.escape(
-      'clients_per_block: expected None or a positive int, found 0.')):
-    build(clients_per_block=0)
+      'Blocked.clients_per_block: expected a positive int, found 0.')):
+    jc.cohort.Blocked(0)
+  with pytest.raises(TypeError, match=re.escape(
+      'strategy: expected None or a jaxclient.cohort strategy (AllAtOnce, '
+      'Blocked, ShardedOverClients), found int.')):
+    build(strategy=4)
+  with pytest.raises(ValueError, match="ShardedOverClients.mesh: expected one "
+                     "axis named 'clients'"):
+    jc.cohort.ShardedOverClients(jax.sharding.Mesh(jax.devices(), ('x',)))
+
+
+@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='CPU schedule')
+def test_default_plan_on_a_cpu_is_blocked_and_says_why():
+  data = jc.data.pack([{'x': X, 'y': Y}] * 3, batch_size=2)
+  strategy, reason = build().plan(data)
+  # The toy model's 12 bytes of weights: a block holds the whole cohort.
+  assert strategy == jc.cohort.Blocked(jc.cohort.CPU_BLOCK_BYTES // 12)
+  assert reason.startswith('on a CPU, blocks of ')

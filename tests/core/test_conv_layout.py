@@ -114,7 +114,7 @@ def test_cnn_cohort_equals_a_per_batch_jitted_loop():
                               sample_y=clients[0]['y'][:1])
   process = jc.build_model_delta_client_work(
       model, optax.sgd(0.1), jc.ClientWeighting.NUM_EXAMPLES,
-      clients_per_block=1)
+      strategy=jc.cohort.Blocked(1))
   out = process.next(process.initialize(), model.initial_weights,
                      jc.data.pack(clients, batch_size=3))
 
@@ -147,5 +147,10 @@ def test_a_cpu_trains_a_convolutional_model_one_client_at_a_time():
                             sample_y=y)
   build = lambda model: jc.build_model_delta_client_work(
       model, optax.sgd(0.1), jc.ClientWeighting.NUM_EXAMPLES)
-  assert build(cnn).clients_per_block(8) == 1
-  assert build(mlp).clients_per_block(8) == 8
+  data = {'x': np.zeros((8, 1, 1, 8, 8, 1), np.float32),
+          'y': np.zeros((8, 1, 1), np.int32), 'mask': np.ones((8, 1, 1), bool)}
+  flat = dict(data, x=data['x'].reshape(8, 1, 1, 64))
+  cnn_plan, mlp_plan = build(cnn).plan(data), build(mlp).plan(flat)
+  assert cnn_plan.strategy == jc.cohort.Blocked(1)
+  assert 'convolutions' in cnn_plan.reason
+  assert mlp_plan.strategy.block_size(8, devices=1) == 8

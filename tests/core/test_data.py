@@ -123,12 +123,14 @@ def test_bad_client_datasets(clients, message):
     jc.data.pack(clients, 2)
 
 
-@pytest.mark.parametrize('kwargs, field', [
-    ({'batch_size': 0}, 'batch_size'), ({'batch_size': 2, 'num_epochs': -1},
-                                        'num_epochs'),
-    ({'batch_size': 2, 'num_batches': 0}, 'num_batches')])
-def test_bad_sizes(kwargs, field):
-  with pytest.raises(ValueError, match=f'pack: {field} must be'):
+@pytest.mark.parametrize('kwargs, message', [
+    ({'batch_size': 0}, 'batch_size: expected a positive int, found 0.'),
+    ({'batch_size': 2, 'num_epochs': -1},
+     'num_epochs: expected a non-negative int, found -1.'),
+    ({'batch_size': 2, 'num_batches': 0},
+     'num_batches: expected None or a positive int, found 0.')])
+def test_bad_sizes(kwargs, message):
+  with pytest.raises(ValueError, match=re.escape(f'pack: {message}')):
     jc.data.pack(clients_of_sizes([3]), **kwargs)
 
 
@@ -136,5 +138,6 @@ def test_numpy_integers_are_accepted_and_bools_are_not():
   packed = jc.data.pack(clients_of_sizes([5]), np.int64(2), np.int32(2),
                         num_batches=np.int64(6))
   assert packed['mask'].shape == (1, 6, 2)
-  with pytest.raises(ValueError, match='pack: batch_size must be'):
+  with pytest.raises(ValueError, match=re.escape(
+      'pack: batch_size: expected a positive int, found True.')):
     jc.data.pack(clients_of_sizes([5]), True)

@@ -111,6 +111,10 @@ one, two = (process.next(process.initialize(), place(per_client),
                           lambda t: jc.sharding.put_clients(t, mesh)))
 assert len(jax.devices()) == 2
 assert len(two.result.update_weight.sharding.device_set) == 2
+# The plan says so: placed on the mesh, each device trains its own clients.
+placed, kept = process.plan(jc.sharding.put_clients(data, mesh)), process.plan(data)
+assert placed.strategy == jc.cohort.ShardedOverClients(mesh, kept.strategy)
+assert "split over a 'clients' mesh of 2 devices" in placed.reason
 for a, b in zip(jax.tree.leaves((one.result, one.measurements)),
                 jax.tree.leaves((two.result, two.measurements))):
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6,

@@ -85,9 +85,13 @@ def test_unconvertible_jax_op_names_the_limitation():
     return jc.FunctionalModel(
         model.initial_weights, model.predict_on_batch, gathering_loss,
         model.metrics, model.input_spec)
-  with pytest.raises(NotImplementedError, match='enable_xla=False'):
+  with pytest.raises(NotImplementedError, match=(
+      r'jax2tf converted it to plain TF ops \(enable_xla=False\).*'
+      r'write it with `jax.nn.one_hot` instead')) as raised:
     jaxclient_tff.build_model_delta_client_work(
         model_fn, tff.learning.optimizers.build_sgdm(0.1), twins.NUM_EXAMPLES)
+  # Chained to jax2tf's own error.
+  assert isinstance(raised.value.__cause__, NotImplementedError)
 
 
 def test_jax_backend_without_padded_shape_is_a_value_error():

@@ -1,7 +1,7 @@
 """backend='jax': a `tff.jax.computation` client update. It builds and
 type-checks as TFF's own process; TFF 0.87's runtime cannot execute XLA, so
-its serialized XLA is compiled with jaxlib and run on real inputs, against
-jaxclient's core and TFF's own process."""
+its serialized XLA is compiled with jaxlib (`xla_payload`) and run on real
+inputs, against jaxclient's core and TFF's own process."""
 
 import jax
 import numpy as np
@@ -11,9 +11,11 @@ import tensorflow_federated as tff
 import jaxclient as jc
 import jaxclient_tff
 from jaxclient_tff import conversion
-from jaxclient_tff import jax2tf_step
+from jaxclient_tff import converted_model
 from jaxclient_tff import jax_backend
+from jaxclient_tff import optimizer_adapters
 import twins
+import xla_payload
 
 PADDED_SHAPE = (3, twins.BATCH_SIZE)  # Enough batches for 7 examples.
 
@@ -63,9 +65,10 @@ def test_xla_payload_equals_the_core_and_tffs_process():
   model = twin.jax_model_fn()
   optimizer = twins.OPTIMIZERS['adam']()
   core = jc.build_model_delta_client_work(
-      model, jax_backend.as_optax(optimizer), jc.ClientWeighting.NUM_EXAMPLES)
-  converted = jax2tf_step.ConvertedModel(model,
-                                         jc.ClientWeighting.NUM_EXAMPLES)
+      model, optimizer_adapters.as_optax(optimizer),
+      jc.ClientWeighting.NUM_EXAMPLES)
+  converted = converted_model.ConvertedModel(model,
+                                             jc.ClientWeighting.NUM_EXAMPLES)
   state_type = twins.tff_process('mlp', 'adam').initialize.type_signature
   client_update = jax_backend.build_client_update(
       core, converted, state_type.result.member,
@@ -83,7 +86,7 @@ def test_xla_payload_equals_the_core_and_tffs_process():
   num_trainable = len(twin.initial_weights.trainable)
   largest = 0.0
   for c in range(len(clients)):
-    outputs = jax_backend.run_xla_payload(
+    outputs = xla_payload.run_xla_payload(
         client_update,
         [np.asarray(v) for v in hparams.values()] +
         list(twin.initial_weights.trainable) +

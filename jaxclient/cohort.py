@@ -1,0 +1,405 @@
+"""How a cohort of clients runs: a named strategy, chosen and reported.
+
+A cohort is `C` clients' padded data `{'x', 'y', 'mask'}` with a leading
+client axis. Every strategy gives each client exactly what
+`jaxclient.client.client_update` gives it alone (bitwise, on one device);
+they differ only in the schedule:
+
+* `AllAtOnce()`: one `vmap` over the whole cohort (GPU, TPU);
+* `Blocked(clients_per_block)`: blocks of at most that many clients per
+  device, each block `vmap`ped, the blocks one after another inside the
+  same compiled program, so that a block's weights, gradients and optimizer
+  state stay in cache (CPU);
+* `ShardedOverClients(mesh, per_device)`: the client axis split over the
+  devices of a 1-D `'clients'` mesh (`jaxclient.sharding.client_mesh`), each
+  device training its own clients as a program of its own (`shard_map`),
+  with `per_device` as its schedule and no communication.
+
+`default_planner` picks one from the platform, the model and the data, and says
+why; `jaxclient.build_model_delta_client_work(..., strategy=...)` overrides
+it, and `process.plan(client_data)` tells which one `next` runs:
+
+>>> import jaxclient as jc
+>>> jc.cohort.Blocked(4).block_size(num_clients=6, devices=1)
+3
+>>> jc.cohort.AllAtOnce().block_size(num_clients=6, devices=1)
+6
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple, cast
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxclient import _validation
+from jaxclient import client as client_lib
+from jaxclient import sharding as sharding_lib
+from jaxclient._conv_layout import contains_convolution
+from jaxclient.models import ModelWeights
+from jaxclient.typing import ClientData, Hparams, PyTree
+
+__all__ = [
+  'AllAtOnce',
+  'Blocked',
+  'Plan',
+  'ShardedOverClients',
+  'Strategy',
+  'default_planner',
+  'train',
+]
+
+# On a CPU, blocks of clients whose trainable weights total about this many
+# bytes per process (shared by its devices, which train at once) stay in
+# cache; benchmarks/README.md has the measurements behind the figure.
+CPU_BLOCK_BYTES = 8 * 2**20
+
+
+@dataclasses.dataclass(frozen=True)
+class AllAtOnce:
+  """Every client of the cohort in one `vmap`."""
+
+  def block_size(self, num_clients: int, devices: int) -> int:
+    """Clients vmapped at once: the whole cohort."""
+    del devices
+    return num_clients
+
+
+@dataclasses.dataclass(frozen=True)
+class Blocked:
+  """Blocks of at most `clients_per_block` clients per device, one block
+  after another inside one program; each block is one `vmap`."""
+
+  clients_per_block: int
+
+  def __post_init__(self):
+    _validation.check_int('Blocked.clients_per_block', self.clients_per_block)
+
+  def block_size(self, num_clients: int, devices: int) -> int:
+    """Clients vmapped at once in a program over `devices` devices: the
+    largest divisor of `num_clients` not above `clients_per_block *
+    devices`, a multiple of `devices` when `num_clients` is one (so that a
+    block spreads evenly over the devices)."""
+    limit = self.clients_per_block * devices
+    unit = devices if num_clients % devices == 0 else 1
+    return max(
+      d
+      for d in range(unit, min(limit, num_clients) + 1, unit)
+      if num_clients % d == 0
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardedOverClients:
+  """The client axis split over `mesh` (one axis, `'clients'`); each device
+  trains its shard as its own program with `per_device`'s schedule."""
+
+  mesh: Mesh
+  per_device: AllAtOnce | Blocked = AllAtOnce()
+
+  def __post_init__(self):
+    if self.mesh.axis_names != (sharding_lib.CLIENTS_AXIS,):
+      raise ValueError(
+        "ShardedOverClients.mesh: expected one axis named 'clients' "
+        f'(jaxclient.sharding.client_mesh), found {self.mesh.axis_names}.'
+      )
+    if isinstance(self.per_device, ShardedOverClients):
+      raise TypeError(
+        'ShardedOverClients.per_device: expected AllAtOnce or '
+        'Blocked, found ShardedOverClients.'
+      )
+
+
+Strategy = AllAtOnce | Blocked | ShardedOverClients
+
+
+class Plan(NamedTuple):
+  """The strategy a cohort runs with, and why it was chosen."""
+
+  strategy: Strategy
+  reason: str
+
+
+# -- the default ---------------------------------------------------------------
+
+
+def _trainable_bytes(training: client_lib.LocalTraining) -> int:
+  return sum(
+    np.size(leaf) * jnp.result_type(leaf).itemsize
+    for leaf in jax.tree.leaves(training.model.initial_weights.trainable)
+  )
+
+
+def _has_convolution(training: client_lib.LocalTraining) -> bool:
+  model = training.model
+  sample_batch = jax.tree.map(
+    lambda spec: jax.ShapeDtypeStruct((1,) + tuple(spec.shape), spec.dtype),
+    model.input_spec['x'],
+  )
+  return contains_convolution(
+    lambda w, x, key: model.predict_on_batch(w, x, True, rng=key),
+    model.initial_weights,
+    sample_batch,
+    jax.ShapeDtypeStruct((2,), jnp.uint32),
+  )
+
+
+def _one_device_plan(training: client_lib.LocalTraining, devices: int) -> Plan:
+  """The schedule of the clients that `devices` devices train at once."""
+  if training.platform != 'cpu':
+    return Plan(
+      AllAtOnce(), f'on {training.platform} every client trains in one vmap'
+    )
+  if _has_convolution(training):
+    return Plan(
+      Blocked(1),
+      'on a CPU a model with convolutions trains one '
+      'client at a time (vmapped convolutions become grouped ones, '
+      'which XLA:CPU runs slower)',
+    )
+  per_device = CPU_BLOCK_BYTES // devices
+  block = max(1, per_device // max(_trainable_bytes(training), 1))
+  return Plan(
+    Blocked(block),
+    f'on a CPU, blocks of {block} client(s) per '
+    f'device keep about {CPU_BLOCK_BYTES >> 20} MiB of trainable '
+    'weights per process in cache',
+  )
+
+
+def _client_mesh_of(mask) -> Mesh | None:
+  """The `'clients'` mesh that splits `mask`'s client axis evenly over more
+  than one device, if `mask` was placed on one (`sharding.put_clients`)."""
+  placement = getattr(mask, 'sharding', None)
+  if not isinstance(placement, NamedSharding):
+    return None
+  mesh = placement.mesh
+  if (
+    not isinstance(mesh, Mesh)
+    or mesh.size < 2
+    or mesh.axis_names != (sharding_lib.CLIENTS_AXIS,)
+    or tuple(placement.spec)[:1] != (sharding_lib.CLIENTS_AXIS,)
+    or np.shape(mask)[0] % mesh.size
+  ):
+    return None
+  return mesh
+
+
+def default_planner(
+  training: client_lib.LocalTraining,
+) -> Callable[[ClientData], Plan]:
+  """The function that picks a cohort's strategy when none was given, and
+  says why.
+
+  Client data placed on a `'clients'` mesh of several devices
+  (`jaxclient.sharding.put_clients`) is trained where it lies,
+  `ShardedOverClients`; otherwise one program runs over all of JAX's
+  devices. Within a device: one `vmap` on GPU/TPU; on a CPU, one client at
+  a time for models with convolutions, else blocks that keep about
+  `CPU_BLOCK_BYTES` of trainable weights in cache. What depends on the
+  model alone is worked out once, at the first call.
+  """
+  one_device = functools.cache(functools.partial(_one_device_plan, training))
+
+  def plan(client_data: ClientData) -> Plan:
+    mesh = _client_mesh_of(client_data['mask'])
+    if mesh is None:
+      return one_device(jax.device_count())
+    inner = one_device(mesh.size)
+    per_device = cast(AllAtOnce | Blocked, inner.strategy)
+    return Plan(
+      ShardedOverClients(mesh, per_device),
+      f"the client data is split over a 'clients' mesh of "
+      f'{mesh.size} devices, so each device trains its own '
+      f'clients; {inner.reason}',
+    )
+
+  return plan
+
+
+# -- running a cohort ----------------------------------------------------------
+
+
+def _full_batch_step(every_client_has_data):
+  """A batch step that skips the all-padding guard on the batches where
+  every client of the vmap has data (`every_client_has_data[b]`, unbatched).
+  The guard's select costs a pass over every client's weights and keeps XLA
+  from fusing the update into the gradient; skipping it changes nothing."""
+
+  def batch_step(training, state, non_trainable, batch, rng, index):
+    return jax.lax.cond(
+      every_client_has_data[index],
+      lambda s: client_lib.step(training, s, non_trainable, batch, rng),
+      lambda s: client_lib.guarded_step(training, s, non_trainable, batch, rng),
+      state,
+    )
+
+  return batch_step
+
+
+def _vmapped(
+  training, hparams, weights, data, client_ids, rng, weights_per_client
+):
+  """`client_update` vmapped over one group of clients."""
+  client_rngs = (
+    None
+    if rng is None
+    else jax.vmap(lambda i: jax.random.fold_in(rng, i))(client_ids)
+  )
+  kwargs: dict[str, Any] = {}
+  if training.platform != 'cpu':  # XLA:CPU gains nothing from the `cond`.
+    kwargs['batch_step'] = _full_batch_step(
+      jnp.all(jnp.any(data['mask'], axis=2), axis=0)
+    )
+
+  def update(hparams, weights, data, rng):
+    return client_lib.client_update(
+      training, hparams, weights, data, rng, **kwargs
+    )
+
+  return jax.vmap(
+    update,
+    in_axes=(
+      None,
+      0 if weights_per_client else None,
+      0,
+      None if rng is None else 0,
+    ),
+  )(hparams, weights, data, client_rngs)
+
+
+def _in_blocks(
+  training,
+  strategy,
+  devices,
+  hparams,
+  weights,
+  data,
+  client_ids,
+  rng,
+  weights_per_client,
+):
+  """The clients vmapped in blocks of `strategy.block_size` inside one
+  program. Block j holds clients j, j + C/k, j + 2C/k, ...: with the client
+  axis split over devices in contiguous runs, every device then trains its
+  share of each block and the loop over blocks needs no communication."""
+  num_clients = client_ids.shape[0]
+  block = strategy.block_size(num_clients, devices)
+  if block == num_clients:
+    return _vmapped(
+      training, hparams, weights, data, client_ids, rng, weights_per_client
+    )
+
+  def blocked(tree):
+    return jax.tree.map(
+      lambda v: v.reshape((block, num_clients // block) + v.shape[1:]).swapaxes(
+        0, 1
+      ),
+      tree,
+    )
+
+  per_client = (client_ids, data) + ((weights,) if weights_per_client else ())
+
+  def train_block(block_inputs):
+    ids, block_data, *block_weights = block_inputs
+    return _vmapped(
+      training,
+      hparams,
+      block_weights[0] if block_weights else weights,
+      block_data,
+      ids,
+      rng,
+      weights_per_client,
+    )
+
+  outputs = jax.lax.map(train_block, blocked(per_client))
+  return jax.tree.map(
+    lambda v: v.swapaxes(0, 1).reshape((num_clients,) + v.shape[2:]), outputs
+  )
+
+
+def _has_client_axis(training, weights) -> bool:
+  reference = jax.tree.leaves(training.model.initial_weights)
+  leaves = jax.tree.leaves(weights)
+  return any(
+    np.ndim(leaf) > np.ndim(ref)
+    for leaf, ref in zip(leaves, reference, strict=True)
+  )
+
+
+def train(
+  training: client_lib.LocalTraining,
+  strategy: Strategy,
+  hparams: Hparams,
+  weights: ModelWeights,
+  client_data: ClientData,
+  client_ids: jax.Array,
+  rng: jax.Array | None = None,
+) -> tuple[client_lib.ClientResult, dict[str, PyTree]]:
+  """Trains a cohort with `strategy`; pure and jittable.
+
+  Args:
+    training: from `jaxclient.client.local_training`.
+    strategy: `AllAtOnce()`, `Blocked(n)` or `ShardedOverClients(mesh)`.
+    hparams: the optimizer hyperparameters (the process state).
+    weights: one `ModelWeights` for every client, or one per client stacked
+      on a leading axis (as `jaxclient.ClientWorkProcess.next` checks).
+    client_data: `{'x': [C, B, N, ...], 'y': [C, B, N, ...], 'mask':
+      [C, B, N]}`.
+    client_ids: `[C]` ints; client i trains with `fold_in(rng, ids[i])`,
+      so its randomness does not depend on the rest of its cohort.
+    rng: an optional key for stochastic models.
+
+  Returns:
+    `(ClientResult [C, ...], unfinalized metrics [C, ...])`.
+  """
+  per_client = _has_client_axis(training, weights)
+  if not isinstance(strategy, ShardedOverClients):
+    return _in_blocks(
+      training,
+      strategy,
+      jax.device_count(),
+      hparams,
+      weights,
+      client_data,
+      client_ids,
+      rng,
+      per_client,
+    )
+  clients, replicated = (
+    PartitionSpec(sharding_lib.CLIENTS_AXIS),
+    PartitionSpec(),
+  )
+
+  def train_shard(hparams, weights, client_data, client_ids, *key):
+    return _in_blocks(
+      training,
+      strategy.per_device,
+      1,
+      hparams,
+      weights,
+      client_data,
+      client_ids,
+      key[0] if key else None,
+      per_client,
+    )
+
+  keys = () if rng is None else (rng,)
+  return sharding_lib.map_client_shards(
+    train_shard,
+    strategy.mesh,
+    in_specs=(
+      replicated,
+      clients if per_client else replicated,
+      clients,
+      clients,
+    )
+    + (replicated,) * len(keys),
+    out_specs=clients,
+  )(hparams, weights, dict(client_data), client_ids, *keys)
