@@ -56,8 +56,16 @@ def check_int(
   return int(value)
 
 
+def _dtype(leaf) -> np.dtype:
+  """The dtype JAX computes `leaf` in; a non-numeric one (strings, objects)
+  as it is, without asking JAX (whose error would print every value)."""
+  dtype = getattr(leaf, 'dtype', None)
+  dtype = np.asarray(leaf).dtype if dtype is None else np.dtype(dtype)
+  return dtype if dtype.kind in 'OSUVMm' else np.dtype(jnp.result_type(leaf))
+
+
 def _describe(leaf) -> str:
-  return f'shape {tuple(np.shape(leaf))} {jnp.result_type(leaf)}'
+  return f'shape {tuple(np.shape(leaf))} {_dtype(leaf)}'
 
 
 def check_weights(
@@ -94,10 +102,9 @@ def check_weights(
   for (path, ref), leaf in zip(ref_leaves, leaves, strict=True):
     name = field + jax.tree_util.keystr(path)
     ref_shape, shape = tuple(np.shape(ref)), tuple(np.shape(leaf))
-    if jnp.result_type(leaf) != jnp.result_type(ref):
+    if _dtype(leaf) != _dtype(ref):
       raise ValueError(
-        f'{name}: expected dtype {jnp.result_type(ref)}, '
-        f'found {_describe(leaf)}.'
+        f'{name}: expected dtype {_dtype(ref)}, found {_describe(leaf)}.'
       )
     if shape == ref_shape:
       per_client.add(False)
@@ -150,12 +157,21 @@ def check_client_data(
     )
   mask = data['mask']
   axes = '[' + ', '.join(leading) + ']'
-  if np.ndim(mask) != len(leading) or jnp.result_type(mask) != jnp.bool_:
+  if np.ndim(mask) != len(leading) or _dtype(mask) != np.bool_:
     raise ValueError(
       f"{field}['mask']: expected a bool array of shape "
       f'{axes}, found {_describe(mask)}.'
     )
   lead = tuple(np.shape(mask))
+  if leading[0] == 'clients' and lead[0] == 0:
+    raise ValueError(
+      f"{field}['mask']: expected at least one client, found shape {lead}."
+    )
+  if 0 in lead:
+    raise ValueError(
+      f"{field}['mask']: expected every axis of {axes} to be at least 1, "
+      f'found shape {lead}.'
+    )
   for key in ('x', 'y'):
     value = data[key]
     spec = input_spec.get(key)
@@ -170,7 +186,7 @@ def check_client_data(
     expected_dtype = jax.dtypes.canonicalize_dtype(spec.dtype)
     if (
       tuple(np.shape(value)) != expected_shape
-      or jax.dtypes.canonicalize_dtype(jnp.result_type(value)) != expected_dtype
+      or _dtype(value) != expected_dtype
     ):
       raise ValueError(
         f"{field}['{key}']: expected shape {expected_shape} {expected_dtype}"

@@ -12,8 +12,9 @@ compose_learning_process`):
    non-finite mean);
 4. finalizer: the server optimizer (optax) takes the mean update as the
    gradient, `trainable <- trainable + server_optimizer.update(mean)`, and a
-   non-finite mean is rejected: weights and optimizer state stay as they
-   were and `update_non_finite` is 1.
+   non-finite mean, or a weight sum that overflowed float32, is rejected:
+   weights and optimizer state stay as they were and `update_non_finite` is
+   1.
 
 The cohort's client axis is split over a `'clients'` mesh of every device
 (of every process under `jax.distributed`): see `jaxclient.sharding`. With
@@ -196,14 +197,15 @@ def _train_chunk(
   )
 
 
-def _server_update(server_optimizer, state, mean_update):
+def _server_update(server_optimizer, state, mean_update, weight_sum):
   """The finalizer: the mean update as the server optimizer's gradient; a
-  non-finite mean leaves weights and optimizer state as they were."""
+  non-finite mean, or a weight sum that overflowed (which would turn the
+  mean into a silent 0), leaves weights and optimizer state as they were."""
   trainable = state.global_model_weights.trainable
   updates, opt_state = server_optimizer.update(
     mean_update, state.finalizer, trainable
   )
-  finite = client_lib.all_finite(mean_update)
+  finite = client_lib.all_finite(mean_update) & jnp.isfinite(weight_sum)
   new_trainable, new_opt_state = jax.tree.map(
     lambda new, old: jnp.where(finite, new, old),
     (optax.apply_updates(trainable, updates), opt_state),
@@ -241,7 +243,9 @@ def _finish_round(
   mean_update = jax.tree.map(
     lambda s: s / sums.weight_sum.astype(s.dtype), sums.weighted_update_sum
   )
-  new_state, finite = _server_update(server_optimizer, state, mean_update)
+  new_state, finite = _server_update(
+    server_optimizer, state, mean_update, sums.weight_sum
+  )
   metrics = OrderedDict(
     distributor=(),
     client_work=OrderedDict(train=train),

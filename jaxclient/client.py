@@ -12,7 +12,8 @@ and its unfinalized metrics. TFF's semantics, all of them here:
   (`finish_client`);
 * `NUM_EXAMPLES` weighs a client by the float32 count of examples trained on
   (over all epochs), `UNIFORM` by 1.0, a callable by its value on the
-  client's unfinalized metrics (`client_weight`);
+  client's unfinalized metrics (`client_weight`); a weight that is negative
+  or not finite makes the client non-finite as above (stricter than TFF);
 * padding is inert: padded rows are zeroed and masked out, and a batch with
   no valid example changes neither the weights, the optimizer state nor the
   metrics (`guarded_step`).
@@ -206,12 +207,23 @@ def initial_optimizer_state(
 def client_weight(
   client_weighting: Weighting, metric_states: Mapping[str, PyTree]
 ) -> jax.Array:
-  """A client's float32 weight from its unfinalized metrics."""
+  """A client's float32 scalar weight from its unfinalized metrics.
+
+  Raises:
+    ValueError: naming `client_weighting` when a callable returns anything
+      but a scalar (at trace time).
+  """
   if client_weighting is ClientWeighting.NUM_EXAMPLES:
     return metric_states['num_examples'].astype(jnp.float32)
   if client_weighting is ClientWeighting.UNIFORM:
     return jnp.ones((), jnp.float32)
-  return jnp.asarray(client_weighting(metric_states), jnp.float32)
+  weight = jnp.asarray(client_weighting(metric_states), jnp.float32)
+  if weight.shape != ():
+    raise ValueError(
+      'client_weighting: expected a scalar weight per client, found shape '
+      f'{weight.shape}.'
+    )
+  return weight
 
 
 def _tree_select(predicate, on_true, on_false):
@@ -231,16 +243,17 @@ def finish_client(
 
   `update = initial - final`; if any value of it is not finite, the update
   becomes zeros, the weight 0.0 and the metrics `initial_metrics`, with
-  `num_non_finite_clients` set to 1 (else 0).
+  `num_non_finite_clients` set to 1 (else 0). Deliberately stricter than
+  TFF, which would carry the weight into the mean: a weight that is not
+  finite or is negative does the same.
   """
   update = jax.tree.map(jnp.subtract, initial_trainable, final_trainable)
-  finite = all_finite(update)
+  weight = client_weight(client_weighting, metric_states)
+  finite = all_finite(update) & jnp.isfinite(weight) & (weight >= 0)
   update = jax.tree.map(
     lambda u: jnp.where(finite, u, jnp.zeros_like(u)), update
   )
-  weight = jnp.where(
-    finite, client_weight(client_weighting, metric_states), 0.0
-  )
+  weight = jnp.where(finite, weight, 0.0)
   metric_states = _tree_select(finite, metric_states, initial_metrics)
   metric_states['num_non_finite_clients'] = jnp.logical_not(finite).astype(
     jnp.int32

@@ -28,14 +28,27 @@ def masked_mean(per_example: jax.Array, mask: jax.Array) -> jax.Array:
 def sparse_categorical_crossentropy(
   logits: jax.Array, y: jax.Array, mask: jax.Array
 ) -> jax.Array:
-  """Softmax cross-entropy from logits against integer labels `y`."""
+  """Softmax cross-entropy from logits `[N, K]` against integer labels `y`.
+
+  A valid example whose label is outside `[0, K)` makes the loss and its
+  gradient NaN, so that the client work counts its client as non-finite
+  (zero update, weight 0) instead of training on a silent 0.0. (Keras raises
+  on a CPU and returns NaN on a GPU.)
+  """
   # A one-hot select rather than a gather: jax2tf converts it to plain TF
   # ops (TFF's runtime has no XLA gather), and a -inf logit of another class
   # cannot turn `0 * -inf` into NaN.
+  num_classes = logits.shape[-1]
   labels = jnp.where(mask, y.reshape(mask.shape), 0).astype(jnp.int32)
-  is_label = jnp.arange(logits.shape[-1]) == labels[:, None]
+  is_label = jnp.arange(num_classes) == labels[:, None]
   log_probs = jax.nn.log_softmax(logits)
   per_example = -jnp.sum(jnp.where(is_label, log_probs, 0.0), axis=-1)
+  # An out-of-range label adds NaN times a term that depends on every logit,
+  # so that the NaN reaches the gradient too (a select would stop it); an
+  # in-range one adds exactly 0.
+  in_range = (labels >= 0) & (labels < num_classes)
+  poison = jnp.where(in_range, 0.0, jnp.nan).astype(per_example.dtype)
+  per_example = per_example + poison * jnp.sum(log_probs, axis=-1)
   return masked_mean(per_example, mask)
 
 

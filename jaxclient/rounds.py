@@ -68,11 +68,6 @@ def prefetch(
   )
   client_data = {k: client_data[k] for k in _validation.DATA_KEYS}
   num_clients = int(np.shape(client_data['mask'])[0])
-  if num_clients < 1:
-    raise ValueError(
-      "client_data['mask']: expected at least one client, "
-      f'found shape {np.shape(client_data["mask"])}.'
-    )
   size = clients_per_chunk or sharding_lib.padded_size(num_clients, mesh)
   starts = range(0, num_clients, size)
   if len(starts) == 1 and all(
