@@ -10,13 +10,26 @@ jaxclient's pytrees and TFF's lists.
 Modules: `builder` (the builder and its backend table), `tf_backend`,
 `jax_backend`, `tff_process` (the process around a client update, shared by
 the backends), `converted_model` (jax2tf), `conversion`,
-`optimizer_adapters` and `keras_fallback`, `runtime`, and `_private_apis`
-(the one place that uses other projects' private names).
+`optimizer_adapters` and `keras_fallback`, `runtime`, `environment` (the
+TFF env it needs: importing jaxclient_tff elsewhere is an `ImportError`
+saying so) and `_private_apis` (the one place that uses other projects'
+private names). Importing it registers `shutdown_workers` to run at exit.
 """
 
-from jaxclient_tff import conversion
-from jaxclient_tff.builder import build_model_delta_client_work
-from jaxclient_tff.runtime import local_cpp_execution_context, shutdown_workers
+from jaxclient_tff import environment
+
+try:
+  from jaxclient_tff import conversion
+  from jaxclient_tff.builder import build_model_delta_client_work
+  from jaxclient_tff.runtime import (
+    local_cpp_execution_context,
+    shutdown_workers,
+  )
+except ModuleNotFoundError as _error:
+  _env_error = environment.missing_tff_env_error(_error)
+  if _env_error is None:
+    raise
+  raise _env_error from _error
 
 __all__ = [
   'build_model_delta_client_work',

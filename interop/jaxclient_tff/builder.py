@@ -21,6 +21,7 @@ from jaxclient_tff import (
   conversion,
   converted_model,
   jax_backend,
+  optimizer_adapters,
   tf_backend,
   tff_process,
 )
@@ -123,7 +124,10 @@ def build_model_delta_client_work(
     optimizer: a `tff.learning.optimizers.Optimizer`; an
       `optax.GradientTransformation` (hparams from `optax.inject_hyperparams`,
       else none); or a no-arg callable returning a `tf.keras` optimizer (the
-      Keras fallback: no hparams, weights updated by `apply_gradients`).
+      Keras fallback: no hparams, weights updated by `apply_gradients`). An
+      optimizer builder passed uncalled (`optax.sgd`, a
+      `jc.optimizers.build_*`, a `tff.learning.optimizers.build_*`) is a
+      `TypeError`, not a Keras fallback.
     client_weighting: a `tff.learning.ClientWeighting` or
       `jc.ClientWeighting` (or a callable on a client's unfinalized metrics).
     metrics_aggregator: TFF's contract, `(metric_finalizers) -> federated
@@ -147,6 +151,7 @@ def build_model_delta_client_work(
       TF ops (see `converted_model`).
   """
   backend_build = _backend_build(backend)
+  optimizer_adapters.reject_uncalled_builder(optimizer)
   model = resolve_model_fn(model_fn)
   data_type = tff.SequenceType(conversion.element_type(model))
   weighting = resolve_client_weighting(client_weighting)

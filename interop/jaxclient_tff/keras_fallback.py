@@ -7,7 +7,9 @@ client's trainable weights live in TF variables, and each batch's gradients
 own `apply_gradients`, so Keras options (momentum, nesterov, clipnorm,
 clipvalue, ...) take effect. The optimizer and its slots are created anew for
 every client update (TFF initializes a computation's variables per call).
-`KerasOptimizer` has the adapter API of `optimizer_adapters`.
+`KerasOptimizer` has the adapter API of `optimizer_adapters`. A callable
+that returns something else is a `TypeError` at build time; one returning an
+optax or TFF optimizer says to pass that optimizer itself.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from __future__ import annotations
 import collections
 from collections.abc import Callable
 
+import optax
 import tensorflow as tf
+import tensorflow_federated as tff
 
 from jaxclient_tff import _private_apis, conversion
 
@@ -26,6 +30,29 @@ def is_keras_optimizer(value) -> bool:
   """Whether `value` is a built `tf.keras` optimizer, new or legacy."""
   return isinstance(
     value, (tf.keras.optimizers.Optimizer, tf.keras.optimizers.legacy.Optimizer)
+  )
+
+
+def _not_keras_message(returned) -> str:
+  """The error for a fallback callable that returned `returned`, not a
+  `tf.keras` optimizer; says to pass an optax or TFF optimizer itself."""
+  for kind, article, name in (
+    (optax.GradientTransformation, 'an', 'optax.GradientTransformation'),
+    (
+      tff.learning.optimizers.Optimizer,
+      'a',
+      'tff.learning.optimizers.Optimizer',
+    ),
+  ):
+    if isinstance(returned, kind):
+      return (
+        f'optimizer: the callable returned {article} {name}; pass the {name} '
+        'itself, not a callable returning it (a callable is taken as the '
+        'Keras fallback, which must return a tf.keras optimizer).'
+      )
+  return (
+    'optimizer: the callable must return a tf.keras optimizer, found '
+    f'{type(returned).__name__}.'
   )
 
 
@@ -56,10 +83,7 @@ class KerasOptimizer:
     ]
     optimizer = self.optimizer_fn()
     if not is_keras_optimizer(optimizer):
-      raise TypeError(
-        'optimizer: the callable must return a tf.keras '
-        f'optimizer, found {type(optimizer).__name__}.'
-      )
+      raise TypeError(_not_keras_message(optimizer))
     if isinstance(optimizer, tf.keras.optimizers.legacy.Optimizer):
       _private_apis.create_legacy_keras_optimizer_weights(optimizer, variables)
     else:

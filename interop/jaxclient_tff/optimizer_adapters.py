@@ -17,12 +17,19 @@ tensors:
 
 For `backend='jax'` (`as_optax`): an optax transformation as itself, and a
 TFF optimizer as its `jaxclient.optimizers` twin (same rule, same hparams).
+
+`reject_uncalled_builder` (both backends, called by the builder first): an
+optimizer builder passed uncalled (`optax.sgd` for `optax.sgd(0.1)`) is a
+callable, so it would be taken for the Keras fallback's and fail deep in
+TFF's tracing; it is recognized by where it is defined (a structural check:
+nothing is called) and is a `TypeError` saying to call it.
 """
 
 from __future__ import annotations
 
 import collections
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -41,6 +48,7 @@ __all__ = [
   'TffOptimizer',
   'adapter_for',
   'as_optax',
+  'reject_uncalled_builder',
 ]
 
 
@@ -127,6 +135,82 @@ class OptaxOptimizer:
   def step(self, state, trainable, grads):
     state, trainable = self._step(list(state), list(trainable), list(grads))
     return tuple(state), list(trainable)
+
+
+def _unwrapped(function):
+  """`function` without `functools.partial` and `functools.wraps` layers
+  (`optax.inject_hyperparams(optax.sgd)` wraps `optax.sgd`)."""
+  while True:
+    if isinstance(function, functools.partial):
+      function = function.func
+    elif hasattr(function, '__wrapped__'):
+      try:
+        function = inspect.unwrap(function)
+      except ValueError:  # A wrapper loop: no builder inside.
+        return function
+    else:
+      return function
+
+
+def _uncalled_builder(function) -> tuple[str, str] | None:
+  """`(the builder's public name, the kind it returns)` when `function` is
+  a function of optax, `jaxclient.optimizers` or `tff.learning.optimizers`,
+  else None."""
+  if not inspect.isfunction(function):
+    return None  # Classes (e.g. Keras optimizers) and other callables.
+  module = function.__module__ or ''
+  name = function.__qualname__
+  if module.split('.')[0] == 'optax':
+    return f'optax.{name}', 'optax.GradientTransformation'
+  if module == jc.optimizers.__name__:
+    return f'{module}.{name}', 'optax.GradientTransformation'
+  if any(function is v for v in vars(tff.learning.optimizers).values()):
+    return (
+      f'tff.learning.optimizers.{name}',
+      'tff.learning.optimizers.Optimizer',
+    )
+  return None
+
+
+def reject_uncalled_builder(optimizer) -> None:
+  """Raises if `optimizer` is an optimizer builder that was not called.
+
+  Recognized by where the function is defined, after unwrapping
+  `functools.partial` and `functools.wraps`: optax (any module of the
+  package), `jaxclient.optimizers`, or a public function of
+  `tff.learning.optimizers`. Nothing is called: a Keras-fallback callable
+  may build TF state, and calling an arbitrary callable to see what it
+  returns could have other side effects.
+
+  Raises:
+    TypeError: naming `optimizer` and the builder, saying to call it.
+  """
+  function = _unwrapped(optimizer)
+  builder = _uncalled_builder(function)
+  if builder is None:
+    return
+  name, returns = builder
+  if function is optimizer:
+    found = f'`{name}` itself'
+    takes_learning_rate = 'learning_rate' in (
+      inspect.signature(function).parameters
+    )
+    example = (
+      f'{name}(learning_rate=0.1)' if takes_learning_rate else f'{name}(...)'
+    )
+    call = f'call it (e.g. `{example}`)'
+  else:
+    found = (
+      f'a wrapper of `{name}` (a functools.partial, or e.g. '
+      'optax.inject_hyperparams)'
+    )
+    call = 'call it'
+  raise TypeError(
+    f'optimizer: found {found}, an optimizer builder that was not called; '
+    f'{call} and pass the {returns} it returns. (A callable is taken only '
+    'as the Keras fallback, a no-arg callable returning a tf.keras '
+    'optimizer.)'
+  )
 
 
 def adapter_for(

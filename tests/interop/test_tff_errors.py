@@ -1,5 +1,8 @@
 """Bad arguments fail at build time with errors naming the argument."""
 
+import functools
+import re
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -58,6 +61,12 @@ def test_bad_client_weighting_is_a_type_error():
     _build(weighting='num_examples')
 
 
+def test_non_scalar_callable_weight_is_a_value_error():
+  # Raised by the core's `finish_client` while jax2tf converts it.
+  with pytest.raises(ValueError, match='client_weighting: expected a scalar'):
+    _build(weighting=lambda metrics: jnp.ones((2,)))
+
+
 def test_unknown_backend_is_a_value_error():
   with pytest.raises(ValueError, match="backend: expected one of "
                      r"\('tensorflow', 'jax'\), found 'xla'"):
@@ -104,3 +113,51 @@ def test_jax_backend_with_keras_optimizer_is_a_type_error():
   with pytest.raises(TypeError, match="backend='jax' takes an optax"):
     _build(optimizer=lambda: tf.keras.optimizers.SGD(0.1), backend='jax',
            padded_shape=(2, 3))
+
+
+# An optimizer builder passed uncalled would be taken for the Keras
+# fallback's no-arg callable and fail deep inside TFF's tracing.
+UNCALLED_BUILDERS = [  # (builder, its name, what it returns, wrapped?)
+    (optax.sgd, 'optax.sgd', 'optax.GradientTransformation', False),
+    (optax.adam, 'optax.adam', 'optax.GradientTransformation', False),
+    (optax.inject_hyperparams(optax.sgd), 'optax.sgd',
+     'optax.GradientTransformation', True),
+    (functools.partial(optax.sgd, 0.1), 'optax.sgd',
+     'optax.GradientTransformation', True),
+    (jc.optimizers.build_sgdm, 'jaxclient.optimizers.build_sgdm',
+     'optax.GradientTransformation', False),
+    (tff.learning.optimizers.build_sgdm,
+     'tff.learning.optimizers.build_sgdm',
+     'tff.learning.optimizers.Optimizer', False),
+]
+
+
+@pytest.mark.parametrize('backend', ['tensorflow', 'jax'])
+@pytest.mark.parametrize('builder,name,returns,wrapped', UNCALLED_BUILDERS,
+                         ids=['sgd', 'adam', 'inject_hyperparams', 'partial',
+                              'jaxclient', 'tff'])
+def test_uncalled_optimizer_builder_is_a_type_error(builder, name, returns,
+                                                    wrapped, backend):
+  padded_shape = (2, 3) if backend == 'jax' else None
+  found = (rf'a wrapper of `{re.escape(name)}` \(.*\)' if wrapped else
+           rf'`{re.escape(name)}` itself')
+  call = 'call it' if wrapped else (
+      rf'call it \(e.g. `{re.escape(name)}\(learning_rate=0.1\)`\)')
+  with pytest.raises(TypeError, match=(
+      rf'^optimizer: found {found}, an optimizer builder that was not '
+      rf'called; {call} and pass the {re.escape(returns)} it returns')):
+    _build(optimizer=builder, backend=backend, padded_shape=padded_shape)
+
+
+@pytest.mark.parametrize('optimizer_fn,kind', [
+    (lambda: optax.sgd(0.1), 'an optax.GradientTransformation'),
+    (lambda: tff.learning.optimizers.build_sgdm(0.1),
+     'a tff.learning.optimizers.Optimizer'),
+], ids=['optax', 'tff'])
+def test_callable_returning_an_optax_or_tff_optimizer_says_pass_it(
+    optimizer_fn, kind):
+  name = kind.split()[1]
+  with pytest.raises(TypeError, match=(
+      f'optimizer: the callable returned {re.escape(kind)}; pass the '
+      f'{re.escape(name)} itself, not a callable returning it')):
+    _build(optimizer=optimizer_fn)

@@ -6,6 +6,7 @@ batch), on TFF's C++ runtime."""
 import collections
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import tensorflow_federated as tff
@@ -107,6 +108,51 @@ def test_non_finite_client_is_zeroed_and_excluded_as_in_tff():
     assert our_train[name] == pytest.approx(value, abs=TOLERANCE)
   for a, b in zip(our_out.result[0].update, their_out.result[0].update):
     np.testing.assert_allclose(a, b, atol=TOLERANCE)
+
+
+def test_out_of_range_label_makes_a_non_finite_client_where_tff_raises():
+  """A deliberate difference from TFF: jaxclient's sparse categorical
+  cross-entropy makes an out-of-range label's loss and gradient NaN, so the
+  client is zeroed and counted as non-finite; Keras's raises on a CPU (on a
+  GPU it returns NaN), which fails TFF's whole round."""
+  twin = twins.mlp_twin()
+  clients = twin.make_data(0, sizes=(5, 4))
+  clients[1]['y'][2] = 3  # The MLP has 3 classes: labels 0, 1 and 2.
+  data = twins.as_datasets(clients)
+  weights = [twin.initial_weights] * 2
+  ours = twins.our_process('mlp', 'sgd')
+  our_out = ours.next(ours.initialize(), weights, data)
+  assert float(our_out.result[1].update_weight) == 0.0
+  assert all(np.all(u == 0) for u in our_out.result[1].update)
+  train = our_out.measurements['train']
+  assert train['num_non_finite_clients'] == 1
+  assert train['num_examples'] == 5  # The other client's only.
+  assert np.isfinite(train['loss'])
+  # The finite client is untouched: as when trained alone.
+  alone = ours.next(ours.initialize(), weights[:1], data[:1])
+  for a, b in zip(our_out.result[0].update, alone.result[0].update):
+    np.testing.assert_array_equal(a, b)
+  theirs = twins.tff_process('mlp', 'sgd')
+  with pytest.raises(Exception, match='outside the valid range'):
+    theirs.next(theirs.initialize(), weights, data)
+
+
+def test_negative_callable_weight_makes_a_non_finite_client():
+  """Stricter than TFF (which would carry the weight into the mean): a
+  weight that is negative (or not finite) zeroes the client as a non-finite
+  update does."""
+  twin = twins.linear_twin()
+  ours = jaxclient_tff.build_model_delta_client_work(
+      twin.jax_model_fn, twins.OPTIMIZERS['sgd'](),
+      lambda metrics: jnp.where(metrics['num_examples'] > 4, 1.0, -1.0))
+  clients = twin.make_data(0, sizes=(5, 4))
+  out = ours.next(ours.initialize(), [twin.initial_weights] * 2,
+                  twins.as_datasets(clients))
+  assert [float(r.update_weight) for r in out.result] == [1.0, 0.0]
+  assert np.max(np.abs(out.result[0].update[0])) > 1e-3
+  assert all(np.all(u == 0) for u in out.result[1].update)
+  assert out.measurements['train']['num_non_finite_clients'] == 1
+  assert out.measurements['train']['num_examples'] == 5
 
 
 def test_simulation_loop_and_loop_implementation_give_the_same_numbers():
