@@ -31,6 +31,7 @@ __all__ = [
   'CheckpointError',
   'FORMAT',
   'TEMPORARY_PREFIX',
+  'read_leaves',
   'remove_temporaries',
   'restore',
   'save',
@@ -118,6 +119,21 @@ def _verified_payload(path, data: bytes) -> dict:
   return serialization.msgpack_restore(payload)
 
 
+def read_leaves(path: str | os.PathLike) -> dict[str, np.ndarray]:
+  """The verified flat mapping leaf path -> array of the checkpoint at
+  `path`, without a target tree (e.g. to compare two checkpoints).
+
+  Raises:
+    CheckpointError: when the file is not a checkpoint or its digest does not
+      match its contents.
+  """
+  with open(path, 'rb') as f:
+    saved = _verified_payload(path, f.read())
+  if not isinstance(saved, dict):
+    raise CheckpointError(f'{path}: the payload is not a mapping of leaves.')
+  return {k: np.asarray(v) for k, v in saved.items()}
+
+
 def restore(path: str | os.PathLike, target: PyTree) -> PyTree:
   """Reads the checkpoint at `path` into the structure of `target`.
 
@@ -130,12 +146,11 @@ def restore(path: str | os.PathLike, target: PyTree) -> PyTree:
       `target`'s paths, shapes and dtypes.
     OSError: when the file cannot be read.
   """
-  with open(path, 'rb') as f:
-    saved = _verified_payload(path, f.read())
+  saved = read_leaves(path)
   leaves, treedef = jax.tree_util.tree_flatten_with_path(target)
   keys = [jax.tree_util.keystr(p) for p, _ in leaves]
-  if not isinstance(saved, dict) or set(saved) != set(keys):
-    found_keys = set(saved) if isinstance(saved, dict) else set()
+  if set(saved) != set(keys):
+    found_keys = set(saved)
     raise CheckpointError(
       f'{path}: the checkpoint does not match the expected structure; '
       f'missing {sorted(set(keys) - found_keys)}, unexpected '

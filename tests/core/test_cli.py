@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+import jaxclient as jc
 from jaxclient import cli
 from jaxclient import datasets
 
@@ -45,9 +46,7 @@ def test_default_run_reaches_good_accuracy(tmp_path, capsys):
 
 
 def _final_state(output_dir):
-  with open(os.path.join(output_dir, cli.CHECKPOINT), 'rb') as f:
-    from flax import serialization
-    return serialization.msgpack_restore(f.read())
+  return jc.checkpoint.read_leaves(os.path.join(output_dir, cli.CHECKPOINT))
 
 
 def test_resume_reaches_the_uninterrupted_result(tmp_path):
