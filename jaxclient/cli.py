@@ -16,19 +16,32 @@ The output directory receives `history.json` (config and per-round
 metrics), `history.csv`, `plot.png` (accuracy and loss over rounds) and
 `checkpoint.msgpack` (every `--checkpoint-every` rounds and at the end).
 `--resume` continues from that checkpoint to the same result as an
-uninterrupted run. Bad flags or a bad data file print one error line and
-exit with status 2.
+uninterrupted run; a non-empty output directory is refused without
+`--resume` or `--overwrite`. Bad flags, a bad data file or an unusable
+output directory print one error line and exit with status 2, before any
+training.
+
+Each round's history records `num_non_finite_clients`, FedAvg's
+`update_non_finite` and `model_non_finite`. A round where no client is
+finite, or after which the global model (or server optimizer state) holds a
+NaN or inf, has diverged: the command writes the history up to that round
+and the plot, keeps the last finite checkpoint (a non-finite state is never
+checkpointed), prints one error line naming the round and exits with
+status 3 (`--continue-on-divergence` goes on instead). A round in which no
+client trained has no loss or accuracy (null), never a silent 0.0.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import json
 import math
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -45,11 +58,15 @@ from jaxclient import (
   sharding,
 )
 from jaxclient import checkpoint as checkpoint_lib
+from jaxclient import client as client_lib
 from jaxclient import data as data_lib
 from jaxclient.typing import PyTree
 
 __all__ = [
   'CHECKPOINT',
+  'EXIT_DIVERGED',
+  'EXIT_USAGE',
+  'Diverged',
   'Experiment',
   'UsageError',
   'build_parser',
@@ -70,14 +87,33 @@ _RESUMABLE_FLAGS = (
   'checkpoint_every',
   'progress',
   'clients_per_chunk',
+  'overwrite',
+  'continue_on_divergence',
 )
 CHECKPOINT = 'checkpoint.msgpack'
+# What a run writes in its output directory (`--overwrite` removes these).
+_OUTPUTS = (
+  'history.json',
+  '.history.json.tmp',
+  'history.csv',
+  'plot.png',
+  CHECKPOINT,
+)
+#: The exit status of a bad flag, data file or output directory.
+EXIT_USAGE = 2
+#: The exit status of a run that stopped at a diverged round.
+EXIT_DIVERGED = 3
 # The optional dependencies of the command (pyproject's `sim` extra).
 _SIM_MODULES = ('sklearn', 'tqdm', 'matplotlib')
 
 
 class UsageError(Exception):
   """A flag, a data file or the output directory is unusable."""
+
+
+class Diverged(Exception):
+  """A round where no client was finite, or after which the global model is
+  not finite: the run stopped there (exit status `EXIT_DIVERGED`)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -200,10 +236,23 @@ def _add_output_flags(out):
   out.add_argument('--output-dir', default=None, help='default ./runs/<name>')
   out.add_argument('--eval-every', type=_positive_int, default=5)
   out.add_argument('--checkpoint-every', type=_positive_int, default=10)
-  out.add_argument(
+  mode = out.add_mutually_exclusive_group()
+  mode.add_argument(
     '--resume',
     action='store_true',
     help='continue from the checkpoint in --output-dir',
+  )
+  mode.add_argument(
+    '--overwrite',
+    action='store_true',
+    help="replace an earlier run's outputs in --output-dir (by default a "
+    'non-empty one is refused)',
+  )
+  out.add_argument(
+    '--continue-on-divergence',
+    action='store_true',
+    help='go on after a round where no client is finite or the global '
+    'model is not (by default the run stops, exit status 3)',
   )
   out.add_argument(
     '--no-progress',
@@ -238,8 +287,7 @@ def _check_resume(args, output_dir):
     raise UsageError(
       f'--resume: no checkpoint in {output_dir}; run without --resume first.'
     )
-  with open(path) as f:
-    saved = json.load(f)
+  saved = _read_history(path)
   changed = sorted(
     k
     for k, v in vars(args).items()
@@ -256,6 +304,88 @@ def _check_resume(args, output_dir):
       + '.'
     )
   return saved['history']
+
+
+def _read_history(path) -> dict:
+  """The `{'config', 'history'}` of `path`, checked to be as `_write_history`
+  writes it."""
+  restart = 'run without --resume and with --overwrite to start over.'
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:  # ValueError: bad JSON or UTF-8.
+    raise UsageError(
+      f'--resume: {path}: not a readable history ({e}); {restart}'
+    ) from e
+  if not (
+    isinstance(saved, dict)
+    and isinstance(saved.get('config'), dict)
+    and isinstance(saved.get('history'), list)
+  ):
+    found = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
+    raise UsageError(
+      f'--resume: {path}: expected the "config" and "history" the command '
+      f'writes, found keys {found}; {restart}'
+    )
+  if not all(
+    isinstance(h, dict) and type(h.get('round')) is int
+    for h in saved['history']
+  ):
+    raise UsageError(
+      f'--resume: {path}: expected history entries with an int "round"; '
+      f'{restart}'
+    )
+  return saved
+
+
+def _check_output_dir(args, output_dir) -> None:
+  """Read-only checks: `output_dir` is a directory or absent, and holds no
+  earlier run unless `--resume` or `--overwrite`."""
+  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise UsageError(
+      f'--output-dir: {output_dir} exists and is not a directory.'
+    )
+  if args.resume or args.overwrite or not os.path.isdir(output_dir):
+    return
+  try:
+    entries = sorted(os.listdir(output_dir))
+  except OSError as e:
+    raise UsageError(f'--output-dir: cannot read {output_dir}: {e}.') from e
+  if entries:
+    shown = ', '.join(entries[:6]) + (', ...' if len(entries) > 6 else '')
+    raise UsageError(
+      f'--output-dir: {output_dir} is not empty (it holds {shown}); pass '
+      '--resume to continue its run or --overwrite to replace its outputs.'
+    )
+
+
+def _prepare_output_dir(args, output_dir) -> None:
+  """Creates `output_dir` and proves it writable (before any training);
+  removes what a killed checkpoint write left, and with `--overwrite` the
+  earlier run's outputs."""
+  try:
+    os.makedirs(output_dir, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix='.write-test-', dir=output_dir)
+    os.close(fd)
+    os.unlink(probe)
+    checkpoint_lib.remove_temporaries(output_dir)
+    for name in _OUTPUTS if args.overwrite else ():
+      path = os.path.join(output_dir, name)
+      if os.path.isfile(path) or os.path.islink(path):
+        os.unlink(path)
+  except OSError as e:
+    raise UsageError(
+      f'--output-dir: cannot write to {output_dir}: {e.strerror or e}.'
+    ) from e
+
+
+@contextlib.contextmanager
+def _writing(output_dir):
+  """An OSError while the outputs are written is one error line."""
+  try:
+    yield
+  except OSError as e:
+    raise UsageError(f'--output-dir: cannot write to {output_dir}: {e}.') from e
 
 
 def _load_data(args) -> datasets.FederatedData:
@@ -275,6 +405,7 @@ def _load_data(args) -> datasets.FederatedData:
       raise UsageError('--dataset npz needs --data-file PATH.')
     else:
       fed = datasets.load_npz(args.data_file)
+    datasets.validate(fed, args.data_file or args.dataset)
   except datasets.DataError as e:
     raise UsageError(str(e)) from e
   if args.clients_per_round > len(fed.train):
@@ -339,19 +470,20 @@ class _RoundSampler:
   local_epochs: int
   seed: int
   # Every round pads to the batches of the largest client: one shape, one
-  # compilation.
+  # compilation. A batch never holds more than the largest client's
+  # examples over its epochs (a larger --batch-size is that: the same
+  # batches, no wasted padding).
   num_batches: int = dataclasses.field(init=False)
 
   def __post_init__(self):
-    largest = max(len(c['y']) for c in self.train)
-    self.num_batches = max(
-      1, math.ceil(largest * self.local_epochs / self.batch_size)
-    )
+    most = max(len(c['y']) for c in self.train) * self.local_epochs
+    self.batch_size = max(1, min(self.batch_size, most))
+    self.num_batches = max(1, math.ceil(most / self.batch_size))
 
   def __call__(self, round_num):
     rng = np.random.default_rng([self.seed, round_num])
     chosen = rng.choice(len(self.train), self.clients_per_round, replace=False)
-    return data_lib.pack(
+    packed = data_lib.pack(
       [self.train[i] for i in chosen],
       self.batch_size,
       self.local_epochs,
@@ -359,6 +491,16 @@ class _RoundSampler:
       seed=int(rng.integers(2**31)),
       num_batches=self.num_batches,
     )
+    # `pack` fits the batch to this cohort's largest client, whose every
+    # example then lies in its first batch: padding back to the round's
+    # batch size gives the same arrays as packing at that size.
+    short = self.batch_size - packed['mask'].shape[2]
+    if not short:
+      return packed
+    return {
+      k: np.pad(a, [(0, 0), (0, 0), (0, short)] + [(0, 0)] * (a.ndim - 3))
+      for k, a in packed.items()
+    }
 
 
 def _evaluator(model, test):
@@ -388,6 +530,9 @@ _COLUMNS = (
   'train_loss',
   'train_accuracy',
   'train_num_examples',
+  'num_non_finite_clients',
+  'update_non_finite',
+  'model_non_finite',
   'eval_loss',
   'eval_accuracy',
   'elapsed_s',
@@ -400,29 +545,64 @@ def _write_history(output_dir, config, history):
     json.dump({'config': config, 'history': history}, f, indent=1)
   os.replace(tmp, os.path.join(output_dir, 'history.json'))
   with open(os.path.join(output_dir, 'history.csv'), 'w', newline='') as f:
-    writer = csv.DictWriter(f, _COLUMNS)
+    # A history from an older version may lack (or have more) columns.
+    writer = csv.DictWriter(f, _COLUMNS, extrasaction='ignore')
     writer.writeheader()
     writer.writerows(history)
 
 
-def _plot(path, history):
+def _divergence(entry, cohort_size) -> str | None:
+  """Why round `entry` diverged, or None when it did not."""
+  if entry.get('model_non_finite'):
+    return 'the global model is not finite (NaN or inf) after the round'
+  non_finite = entry.get('num_non_finite_clients', 0)
+  if non_finite >= cohort_size:
+    return (
+      f'no client of the cohort had a finite update ({non_finite} of '
+      f'{cohort_size} non-finite)'
+    )
+  return None
+
+
+def _diverged_rounds(history, cohort_size):
+  """`(rounds where no client was finite, rounds after which the global
+  model was not finite)`."""
+  return (
+    [
+      h['round']
+      for h in history
+      if h.get('num_non_finite_clients', 0) >= cohort_size
+    ],
+    [h['round'] for h in history if h.get('model_non_finite')],
+  )
+
+
+def _plot(path, history, cohort_size):
   import matplotlib  # pylint: disable=g-import-not-at-top
 
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
+  def values(entries, key):  # None (nothing trained) is a gap, never 0.
+    return [np.nan if h.get(key) is None else h[key] for h in entries]
+
   rounds = [h['round'] for h in history]
   evaluated = [h for h in history if h['eval_loss'] is not None]
+  diverged = sorted(set().union(*_diverged_rounds(history, cohort_size)))
   fig, (acc, loss) = plt.subplots(1, 2, figsize=(10, 4))
   for ax, key in ((acc, 'accuracy'), (loss, 'loss')):
-    ax.plot(rounds, [h[f'train_{key}'] for h in history], label='train')
+    # Dots: a round between two without a loss still shows.
+    ax.plot(rounds, values(history, f'train_{key}'), '.-', ms=3, label='train')
     if evaluated:
       ax.plot(
         [h['round'] for h in evaluated],
-        [h[f'eval_{key}'] for h in evaluated],
+        values(evaluated, f'eval_{key}'),
         'o-',
         label='held-out',
       )
+    for i, r in enumerate(diverged):
+      label = 'diverged (no finite client or model)' if i == 0 else None
+      ax.axvline(r, color='tab:red', alpha=0.4, lw=1, label=label)
     ax.set_xlabel('round')
     ax.set_ylabel(key)
     ax.grid(alpha=0.3)
@@ -432,14 +612,50 @@ def _plot(path, history):
   plt.close(fig)
 
 
-def _table(history, wall_s, output_dir):
+def _number(entry, key, cohort_size):
+  """`entry[key]` to 4 decimals; why it is missing when it is None."""
+  value = entry.get(key)
+  if value is not None:
+    return f'{value:.4f}'
+  if entry.get('num_non_finite_clients', 0) >= cohort_size:
+    return 'n/a (no client finite)'
+  return 'n/a (no examples)'
+
+
+def _round_list(rounds):
+  shown = ', '.join(map(str, rounds[:5]))
+  if len(rounds) > 6:
+    shown += f', ..., {rounds[-1]}'
+  elif len(rounds) == 6:
+    shown += f', {rounds[-1]}'
+  return f'{len(rounds)} ({shown})'
+
+
+def _table(history, wall_s, output_dir, cohort_size):
+  if not history:
+    return f'rounds  0\noutputs  {output_dir}'
   last = history[-1]
   evaluated = [h for h in history if h['eval_accuracy'] is not None]
   rows = [
     ('rounds', f'{last["round"]}'),
-    ('train loss (last round)', f'{last["train_loss"]:.4f}'),
-    ('train accuracy (last round)', f'{last["train_accuracy"]:.4f}'),
+    ('train loss (last round)', _number(last, 'train_loss', cohort_size)),
+    (
+      'train accuracy (last round)',
+      _number(last, 'train_accuracy', cohort_size),
+    ),
   ]
+  no_client, no_model = _diverged_rounds(history, cohort_size)
+  some = [
+    h['round']
+    for h in history
+    if 0 < h.get('num_non_finite_clients', 0) < cohort_size
+  ]
+  if some:  # Those clients weighed 0; the others trained on.
+    rows.append(('rounds with a non-finite client', _round_list(some)))
+  if no_client:
+    rows.append(('rounds where no client was finite', _round_list(no_client)))
+  if no_model:
+    rows.append(('rounds leaving a non-finite model', _round_list(no_model)))
   if evaluated:
     rows += [
       (
@@ -462,6 +678,40 @@ def _table(history, wall_s, output_dir):
 # -- the run ---------------------------------------------------------------
 
 
+_state_is_finite = jax.jit(client_lib.all_finite)
+
+
+def _round_entry(round_num, train, update_non_finite, state_finite) -> dict:
+  """Round `round_num`'s history entry from its host metrics; without
+  examples trained on (e.g. no finite client), no loss or accuracy: None,
+  never a silent 0.0."""
+  examples = int(train['num_examples'])
+  return {
+    'round': round_num,
+    'train_loss': float(train['loss']) if examples else None,
+    'train_accuracy': float(train['accuracy']) if examples else None,
+    'train_num_examples': examples,
+    'num_non_finite_clients': int(train['num_non_finite_clients']),
+    'update_non_finite': int(update_non_finite),
+    'model_non_finite': int(not state_finite),
+  }
+
+
+def _postfix(entry, last_eval, cohort_size) -> dict:
+  """The progress bar's numbers for round `entry`."""
+
+  def short(key):
+    return '-' if entry[key] is None else f'{entry[key]:.3f}'
+
+  return {
+    'loss': short('train_loss'),
+    'acc': short('train_accuracy'),
+    'eval_acc': last_eval,
+    'non_finite_clients': f'{entry["num_non_finite_clients"]}/{cohort_size}',
+    'update_non_finite': entry['update_non_finite'],
+  }
+
+
 @dataclasses.dataclass
 class Experiment:
   """One invocation of the command: its flags, data, process and history.
@@ -469,7 +719,8 @@ class Experiment:
   `Experiment.setup(args)` checks the flags and builds everything (and, with
   `--resume`, restores the checkpoint); `run()` trains the rounds after
   `start` up to `--rounds`, one `train_round` at a time, with `evaluate`
-  and `checkpoint` as the flags say, then `report`s.
+  and `checkpoint` as the flags say, then `report`s. A diverged round stops
+  it (`Diverged`) unless `--continue-on-divergence`.
 
   Attributes:
     args: the parsed flags.
@@ -482,6 +733,10 @@ class Experiment:
     start: the rounds already trained (0, or the checkpoint's round).
     history: one entry per round trained, `_COLUMNS` as keys.
     started: `time.perf_counter()` when the invocation began.
+    state_finite: whether every value of `state` is finite (checked after
+      each round; a non-finite state is never checkpointed).
+    checkpointed: the round of the checkpoint in `output_dir` that this run
+      wrote or resumed from; None when there is none.
   """
 
   args: argparse.Namespace
@@ -493,16 +748,20 @@ class Experiment:
   start: int
   history: list[dict]
   started: float
+  state_finite: bool = True
+  checkpointed: int | None = None
 
   @classmethod
   def setup(cls, args) -> Experiment:
-    """Devices, output directory, resume check, data, model, process and
-    state, in that order: a bad flag fails before any training."""
+    """Devices, resume check, data, output directory checks, model, process
+    and state, in that order: a bad flag, data file or output directory
+    fails before anything is written or trained."""
     started = time.perf_counter()
     _split_cpu(args.cpu_devices)
     output_dir = args.output_dir or os.path.join('runs', _run_name(args))
     history = _check_resume(args, output_dir) if args.resume else []
     fed = _load_data(args)
+    _check_output_dir(args, output_dir)
     _tqdm()  # Fails without the `[sim]` extra before the model is built.
     model = _build_model(args, fed)
     process = _build_process(args, model)
@@ -525,7 +784,7 @@ class Experiment:
     )
     if args.resume:
       experiment.restore()
-    os.makedirs(output_dir, exist_ok=True)
+    _prepare_output_dir(args, output_dir)
     return experiment
 
   @property
@@ -534,15 +793,22 @@ class Experiment:
 
   def restore(self) -> None:
     """Continues from the checkpoint: its round and state (placed on the
-    process's mesh); history entries after its round are dropped."""
+    process's mesh); history entries after its round are dropped. A
+    corrupted checkpoint, or one past `--rounds`, is a `UsageError`."""
     try:
       saved = checkpoint_lib.restore(
         self.checkpoint_path,
         {'round': np.int32(0), 'state': jax.device_get(self.state)},
       )
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # CheckpointError is a ValueError.
       raise UsageError(f'--resume: {e}') from e
-    self.start = int(saved['round'])
+    self.start = self.checkpointed = int(saved['round'])
+    if self.start > self.args.rounds:
+      raise UsageError(
+        f'--resume: the checkpoint in {self.output_dir} holds round '
+        f'{self.start}, more than --rounds {self.args.rounds}; pass '
+        f'--rounds {self.start} or more.'
+      )
     self.state = sharding.put_replicated(saved['state'], self.process.mesh)
     self.history = [h for h in self.history if h['round'] <= self.start]
 
@@ -551,8 +817,13 @@ class Experiment:
 
     Returns:
       The last round's history entry.
+
+    Raises:
+      Diverged: after the report, when a round diverged and
+        `--continue-on-divergence` is off; the history ends with that round.
     """
-    last_eval = '-'
+    last_eval, diverged = '-', []
+    cohort_size = self.args.clients_per_round
     with self._progress_bar() as bar:
       cohort = self._prefetch(self.start + 1)
       for round_num in range(self.start + 1, self.args.rounds + 1):
@@ -563,13 +834,38 @@ class Experiment:
         if entry['eval_accuracy'] is not None:
           last_eval = f'{entry["eval_accuracy"]:.3f}'
         bar.update(1)
-        bar.set_postfix(
-          loss=f'{entry["train_loss"]:.3f}',
-          acc=f'{entry["train_accuracy"]:.3f}',
-          eval_acc=last_eval,
-        )
+        bar.set_postfix(_postfix(entry, last_eval, cohort_size))
+        reason = _divergence(entry, cohort_size)
+        if reason:
+          diverged.append((round_num, reason))
+          if not self.args.continue_on_divergence:
+            break
         self.checkpoint(round_num)
-    return self.report()
+    result = self.report()
+    self._check_diverged(diverged)
+    return result
+
+  def _check_diverged(self, diverged) -> None:
+    """Raises `Diverged` for a stopped run; warns for a continued one."""
+    if not diverged:
+      return
+    if not self.args.continue_on_divergence:
+      round_num, reason = diverged[-1]
+      kept = (
+        'no checkpoint written'
+        if self.checkpointed is None
+        else f'the last finite checkpoint (round {self.checkpointed}) in '
+        f'{self.output_dir}'
+      )
+      raise Diverged(
+        f'round {round_num} diverged: {reason}; stopped with {kept}; '
+        '--continue-on-divergence goes on.'
+      )
+    print(
+      f'jaxclient: warning: {len(diverged)} round(s) diverged (first: round '
+      f'{diverged[0][0]}); continued as --continue-on-divergence asked.',
+      file=sys.stderr,
+    )
 
   def _progress_bar(self):
     return _tqdm()(
@@ -594,19 +890,23 @@ class Experiment:
     """Trains round `round_num` on its prefetched `cohort`.
 
     Returns:
-      The round's training metrics as a history entry, and the next round's
-      cohort, prefetched while this round runs.
+      The round's training metrics as a history entry (with its non-finite
+      clients, FedAvg's `update_non_finite` and whether the new state is
+      finite), and the next round's cohort, prefetched while this round
+      runs.
     """
     state, metrics = self.process.next(self.state, cohort)
     next_cohort = self._prefetch(round_num + 1)  # Overlaps the round.
     self.state = state
-    train = jax.device_get(metrics['client_work']['train'])
-    return {
-      'round': round_num,
-      'train_loss': float(train['loss']),
-      'train_accuracy': float(train['accuracy']),
-      'train_num_examples': int(train['num_examples']),
-    }, next_cohort
+    got = jax.device_get(
+      (
+        metrics['client_work']['train'],
+        metrics['finalizer']['update_non_finite'],
+        _state_is_finite(state),
+      )
+    )
+    self.state_finite = bool(got[2])
+    return _round_entry(round_num, *got), next_cohort
 
   def evaluate(self, round_num: int) -> dict:
     """`eval_loss` and `eval_accuracy` of the global model on the held-out
@@ -621,25 +921,34 @@ class Experiment:
   def checkpoint(self, round_num: int) -> None:
     """Every `--checkpoint-every` rounds and at the last: the history, then
     the checkpoint, each replaced atomically. A run killed between the two
-    resumes from the older checkpoint and drops the newer entries."""
+    resumes from the older checkpoint and drops the newer entries. A state
+    that is not finite is never checkpointed: the last finite one stays."""
     if round_num % self.args.checkpoint_every and (
       round_num != self.args.rounds
     ):
       return
-    _write_history(self.output_dir, vars(self.args), self.history)
-    checkpoint_lib.save(
-      self.checkpoint_path, {'round': np.int32(round_num), 'state': self.state}
-    )
+    if not self.state_finite:
+      return
+    with _writing(self.output_dir):
+      _write_history(self.output_dir, vars(self.args), self.history)
+      checkpoint_lib.save(
+        self.checkpoint_path,
+        {'round': np.int32(round_num), 'state': self.state},
+      )
+    self.checkpointed = round_num
 
   def report(self) -> dict:
     """Writes history.json, history.csv and plot.png and prints the summary
-    table; returns the last round's history entry."""
-    _write_history(self.output_dir, vars(self.args), self.history)
-    _plot(os.path.join(self.output_dir, 'plot.png'), self.history)
-    print(
-      _table(self.history, time.perf_counter() - self.started, self.output_dir)
-    )
-    return self.history[-1]
+    table; returns the last round's history entry ({} when none)."""
+    cohort_size = self.args.clients_per_round
+    with _writing(self.output_dir):
+      _write_history(self.output_dir, vars(self.args), self.history)
+      _plot(
+        os.path.join(self.output_dir, 'plot.png'), self.history, cohort_size
+      )
+    wall_s = time.perf_counter() - self.started
+    print(_table(self.history, wall_s, self.output_dir, cohort_size))
+    return self.history[-1] if self.history else {}
 
 
 def run(args) -> dict:
@@ -647,18 +956,27 @@ def run(args) -> dict:
 
   Returns:
     The last round's history entry.
+
+  Raises:
+    UsageError: a bad flag, data file or output directory (nothing trained).
+    Diverged: a round diverged and the run stopped there.
   """
   return Experiment.setup(args).run()
 
 
 def main(argv=None) -> int:
   """Parses `argv` (default `sys.argv[1:]`), runs, returns the exit status:
-  0 on success, 2 with one error line on stderr for bad flags or data."""
+  0 on success; `EXIT_USAGE` (2) with one error line on stderr for bad
+  flags, data or output directory; `EXIT_DIVERGED` (3) with one error line
+  naming the round when a round diverged and the run stopped."""
   try:
     run(build_parser().parse_args(argv))
   except UsageError as e:
     print(f'jaxclient: error: {e}', file=sys.stderr)
-    return 2
+    return EXIT_USAGE
+  except Diverged as e:
+    print(f'jaxclient: error: {e}', file=sys.stderr)
+    return EXIT_DIVERGED
   except ModuleNotFoundError as e:
     if e.name not in _SIM_MODULES:
       raise
@@ -666,5 +984,5 @@ def main(argv=None) -> int:
       f'jaxclient: error: the command needs {e.name}; install jaxclient[sim].',
       file=sys.stderr,
     )
-    return 2
+    return EXIT_USAGE
   return 0

@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxclient import _validation
 
-__all__ = ['TruncationWarning', 'pack']
+__all__ = ['PaddingWarning', 'TruncationWarning', 'pack']
 
 _CANONICAL_DTYPES = {
   np.dtype(np.float64): np.dtype(np.float32),
@@ -30,8 +30,19 @@ _CANONICAL_DTYPES = {
 }
 
 
+# `pack` warns when its arrays are at least this many times the examples
+# they hold and take at least this many bytes.
+_PADDING_WARNING_RATIO = 10
+_PADDING_WARNING_BYTES = 64 * 2**20
+
+
 class TruncationWarning(UserWarning):
   """`pack` dropped examples because `num_batches` was too small."""
+
+
+class PaddingWarning(UserWarning):
+  """`pack`'s arrays are mostly padding: many times the examples they hold
+  (a large `num_batches`, or one client much larger than the others)."""
 
 
 def _canonical(array: np.ndarray) -> np.ndarray:
@@ -39,6 +50,26 @@ def _canonical(array: np.ndarray) -> np.ndarray:
   return array.astype(
     _CANONICAL_DTYPES.get(array.dtype, array.dtype), copy=False
   )
+
+
+def _check_array(i: int, key: str, value) -> np.ndarray:
+  """Client `i`'s `value` of `key` as a canonical numeric numpy array."""
+  where = f"pack: client_datasets[{i}]['{key}']"
+  if isinstance(value, Mapping):
+    raise ValueError(
+      f'{where} is a mapping (keys {sorted(value, key=str)}); pack takes one '
+      'array per key: stack or concatenate the features into one array.'
+    )
+  try:
+    array = np.asarray(value)
+  except ValueError as e:  # Ragged nested lists.
+    raise ValueError(f'{where} is not an array ({e}).') from None
+  if array.dtype.kind not in 'biufc':
+    strings = ' (strings)' if array.dtype.kind in 'SU' else ''
+    raise ValueError(
+      f'{where}: expected numbers or bools, found dtype {array.dtype}{strings}.'
+    )
+  return _canonical(array)
 
 
 def _check_client(i: int, data) -> dict[str, np.ndarray]:
@@ -49,7 +80,7 @@ def _check_client(i: int, data) -> dict[str, np.ndarray]:
       f'pack: client_datasets[{i}] must have exactly keys '
       f"'x' and 'y', found {found}."
     )
-  x, y = (_canonical(np.asarray(data[k])) for k in ('x', 'y'))
+  x, y = (_check_array(i, k, data[k]) for k in ('x', 'y'))
   if x.ndim < 1 or y.ndim < 1 or x.shape[0] != y.shape[0]:
     raise ValueError(
       f"pack: client_datasets[{i}]: 'x' and 'y' must share a leading "
@@ -138,6 +169,51 @@ def _fill(
   return out, mask, truncated
 
 
+def _batch_shape(
+  clients: list[dict[str, np.ndarray]],
+  batch_size: int,
+  num_epochs: int,
+  num_batches: int | None,
+) -> tuple[int, int]:
+  """`(N, B)`: N is `batch_size`, but never more than the most examples a
+  batch can hold (the largest client's over its epochs; at least 1), so a
+  huge `batch_size` pads nothing more than one that fits; B is
+  `num_batches`, by default the most batches any client needs."""
+  most = max(c['x'].shape[0] for c in clients) * num_epochs
+  batch_size = max(1, min(batch_size, most))
+  if num_batches is None:  # The most any client needs: nothing truncated.
+    num_batches = max(
+      [math.ceil(c['x'].shape[0] * num_epochs / batch_size) for c in clients]
+      + [1]
+    )
+  return batch_size, num_batches
+
+
+def _warn_if_mostly_padding(
+  clients: list[dict[str, np.ndarray]], num_epochs: int, capacity: int
+) -> None:
+  """A `PaddingWarning`, before anything is allocated, when the arrays of
+  `capacity` slots per client would be mostly padding and large."""
+  slots = len(clients) * capacity
+  examples = sum(c['x'].shape[0] for c in clients) * num_epochs
+  per_slot = 1 + sum(
+    clients[0][k].dtype.itemsize * math.prod(clients[0][k].shape[1:])
+    for k in ('x', 'y')
+  )
+  if (
+    slots >= _PADDING_WARNING_RATIO * max(examples, 1)
+    and slots * per_slot >= _PADDING_WARNING_BYTES
+  ):
+    warnings.warn(
+      f'pack: the arrays hold {slots} example slots for {examples} examples '
+      f'({slots / max(examples, 1):.0f}x, {slots * per_slot / 2**20:.0f} '
+      'MiB), mostly padding; a smaller num_batches, or clients of more even '
+      'sizes, would pack less.',
+      PaddingWarning,
+      stacklevel=3,
+    )
+
+
 def pack(
   client_datasets: Sequence[Mapping[str, np.ndarray]],
   batch_size: int,
@@ -153,7 +229,9 @@ def pack(
     client_datasets: per-client mappings `{'x': [n_i, ...], 'y': [n_i, ...]}`
       (numpy or array-likes); example shapes and dtypes must agree across
       clients. float64/int64 become float32/int32, as JAX computes them.
-    batch_size: N, the examples per batch.
+    batch_size: N, the examples per batch; a larger one than the most
+      examples a batch can hold (the largest client's over its epochs) is
+      that many instead: the same batches, no wasted padding.
     num_epochs: passes over each client's data; batches run across epoch
       boundaries exactly as `repeat(num_epochs).batch(batch_size)`.
     shuffle: reshuffle each client's examples at every epoch, from
@@ -165,11 +243,15 @@ def pack(
 
   Returns:
     `{'x': [C, B, N, ...], 'y': [C, B, N, ...], 'mask': [C, B, N] bool}`
-    numpy arrays; padded entries are zero with `mask == False`.
+    numpy arrays; padded entries are zero with `mask == False`. Arrays that
+    are mostly padding (10x the examples, and 64 MiB or more) come with a
+    `PaddingWarning`.
 
   Raises:
-    TypeError, ValueError: naming the client, key and shape at fault, or the
-      size argument that is not a positive (`num_epochs`: non-negative) int.
+    TypeError, ValueError: naming the client, key and shape at fault (a
+      nested mapping or non-numeric values, such as strings, included), or
+      the size argument that is not a positive (`num_epochs`: non-negative)
+      int.
 
   Example:
     Two clients of 3 and 1 examples in batches of 2: client 0 fills one batch
@@ -201,11 +283,10 @@ def pack(
     'pack: num_batches', num_batches, optional=True
   )
   clients = _check_clients(client_datasets)
-  if num_batches is None:  # The most any client needs: nothing truncated.
-    num_batches = max(
-      [math.ceil(c['x'].shape[0] * num_epochs / batch_size) for c in clients]
-      + [1]
-    )
+  batch_size, num_batches = _batch_shape(
+    clients, batch_size, num_epochs, num_batches
+  )
+  _warn_if_mostly_padding(clients, num_epochs, num_batches * batch_size)
   out, mask, truncated = _fill(
     clients, num_epochs, shuffle, seed, num_batches * batch_size
   )

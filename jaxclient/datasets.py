@@ -21,11 +21,18 @@ The `.npz` layout (write it with `save_npz` or `numpy.savez`):
 
 * `x_<client>` and `y_<client>` for every client, one pair per client, in
   the order the clients should be numbered: features `[n, ...]` (any
-  numeric dtype, the same example shape for all clients) and integer class
-  labels `[n]` (0 <= y < number of classes);
+  numeric dtype, finite, the same example shape for all clients) and
+  integer class labels `[n]` (0 <= y < number of classes <= `MAX_CLASSES`,
+  10,000);
 * optionally `test_x` and `test_y`, the held-out set, in the same shapes.
 
 `<client>` is any name; nothing else may be in the file.
+
+Labels are checked on the host, before anything trains: a label outside
+`0..K-1` (K the number of classes, at most `MAX_CLASSES`) is a `DataError`
+naming the file, the key and the range found, never a model with 2**31
+outputs or a silently non-finite client. `validate` checks any
+`FederatedData` the same way.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import numpy as np
 from jaxclient import _validation
 
 __all__ = [
+  'MAX_CLASSES',
   'DataError',
   'FederatedData',
   'digits',
@@ -47,7 +55,12 @@ __all__ = [
   'load_npz',
   'save_npz',
   'synthetic',
+  'validate',
 ]
+
+#: The most classes a data set may have: a larger label is taken for a
+#: mistake (a sentinel, an id), not a class of a model's output layer.
+MAX_CLASSES = 10_000
 
 
 class DataError(ValueError):
@@ -74,6 +87,76 @@ def _check_int(name, value, minimum=1) -> int:
     return _validation.check_int(name, value, minimum=minimum)
   except ValueError as e:
     raise DataError(str(e)) from None
+
+
+def _check_num_classes(name, value) -> int:
+  if not _validation.is_int(value) or not 2 <= value <= MAX_CLASSES:
+    raise DataError(
+      f'{name}: expected an int in 2..{MAX_CLASSES}, found {value!r}.'
+    )
+  return int(value)
+
+
+def _check_label_range(name, labels, num_classes=None) -> None:
+  """A `DataError` naming `name`, the range found and the range expected
+  when an integer label is outside `0..num_classes-1` (`num_classes` None:
+  `0..MAX_CLASSES-1`). Checked before any cast, so nothing wraps around."""
+  if not labels.size:
+    return
+  low, high = int(labels.min()), int(labels.max())
+  if num_classes is None:
+    bound = MAX_CLASSES
+    expected = (
+      f'0..K-1 with K <= {MAX_CLASSES} classes (jaxclient.datasets.MAX_CLASSES)'
+    )
+  else:
+    bound = num_classes
+    expected = f'0..{num_classes - 1} (num_classes={num_classes})'
+  if low < 0:
+    condition, found = '>= 0', low
+  elif high >= bound:
+    condition, found = f'< {bound}', high
+  else:
+    return
+  raise DataError(
+    f'{name}: expected labels {condition}, found {found}; class labels '
+    f'must be in {expected}, found {low}..{high}.'
+  )
+
+
+def _check_finite(name, features) -> None:
+  if np.issubdtype(features.dtype, np.inexact):
+    bad = int(np.count_nonzero(~np.isfinite(features)))
+    if bad:
+      raise DataError(
+        f'{name}: expected finite features, found {bad} NaN or infinite '
+        'value(s).'
+      )
+
+
+def validate(data: FederatedData, source: str = 'data') -> FederatedData:
+  """Checks any source's data on the host before it trains: `num_classes`
+  in 2..`MAX_CLASSES`, integer labels in `0..num_classes-1`, finite
+  features.
+
+  Returns:
+    `data`, unchanged.
+
+  Raises:
+    DataError: naming `source`, the client (or the held-out set), the
+      key, and the range found and expected.
+  """
+  _check_num_classes(f'{source}: num_classes', data.num_classes)
+  named = [(f'train client {i}', c) for i, c in enumerate(data.train)]
+  for name, d in named + [('test', data.test)]:
+    y = np.asarray(d['y'])
+    if not np.issubdtype(y.dtype, np.integer):
+      raise DataError(
+        f'{source}: {name} y: expected integer class labels, found {y.dtype}.'
+      )
+    _check_label_range(f'{source}: {name} y', y, data.num_classes)
+    _check_finite(f'{source}: {name} x', np.asarray(d['x']))
+  return data
 
 
 def _check_fraction(name, value):
@@ -184,7 +267,7 @@ def synthetic(
   """
   _check_int('num_clients', num_clients)
   _check_int('num_features', num_features)
-  _check_int('num_classes', num_classes, minimum=2)
+  _check_num_classes('num_classes', num_classes)
   _check_fraction('test_fraction', test_fraction)
   for name, value in (('alpha', alpha), ('beta', beta)):
     if not value >= 0:
@@ -243,10 +326,12 @@ def _as_features(name, array):
       f'{name}: expected numeric features [n, ...], found '
       f'shape {array.shape} {array.dtype}.'
     )
-  return array.astype(np.float32)
+  features = array.astype(np.float32)
+  _check_finite(name, features)  # After the cast: float64 may overflow.
+  return features
 
 
-def _as_labels(name, array, num_examples):
+def _as_labels(name, array, num_examples, num_classes=None):
   if array.shape != (num_examples,) or not np.issubdtype(
     array.dtype, np.integer
   ):
@@ -255,36 +340,57 @@ def _as_labels(name, array, num_examples):
       f'({num_examples},), found shape {array.shape} '
       f'{array.dtype}.'
     )
-  if num_examples and array.min() < 0:
-    raise DataError(f'{name}: expected labels >= 0, found {array.min()}.')
+  _check_label_range(name, array, num_classes)
   return array.astype(np.int32)
 
 
-def load_npz(path: str | os.PathLike) -> FederatedData:
+def load_npz(
+  path: str | os.PathLike, num_classes: int | None = None
+) -> FederatedData:
   """Reads a user's per-client data in the module's `.npz` layout.
+
+  Args:
+    path: the file.
+    num_classes: K, when known: every label must be in `0..K-1`. Default:
+      one more than the largest label (at least 2), which must be below
+      `MAX_CLASSES`.
 
   Raises:
     DataError: naming the file and the offending key when the file is
-      missing, unreadable, or not in the layout.
+      missing, unreadable, or not in the layout, a label is out of range
+      (with the range found and expected) or a feature is not finite.
   """
+  if num_classes is not None:
+    num_classes = _check_num_classes('num_classes', num_classes)
   arrays = _read_npz(path)
   clients = _client_names(path, arrays)
-  train = _train_sets(path, arrays, clients)
-  test = _test_set(path, arrays, train[0]['x'].shape[1:])
+  train = _train_sets(path, arrays, clients, num_classes)
+  test = _test_set(path, arrays, train[0]['x'].shape[1:], num_classes)
   if sum(len(c['y']) for c in train) == 0:
     raise DataError(f'{path}: every client is empty; expected examples.')
-  num_classes = int(max(d['y'].max() for d in train + [test] if len(d['y'])))
-  return FederatedData(train, test, max(num_classes + 1, 2))
+  if num_classes is None:
+    largest = int(max(d['y'].max() for d in train + [test] if len(d['y'])))
+    num_classes = max(largest + 1, 2)
+  return FederatedData(train, test, num_classes)
 
 
 def _read_npz(path) -> dict[str, np.ndarray]:
   """Every array of the file at `path`, by key."""
   try:
-    with np.load(path, allow_pickle=False) as npz:
+    # mmap_mode: a large .npy is rejected without being read.
+    loaded = np.load(path, mmap_mode='r', allow_pickle=False)
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+      raise DataError(
+        f'{path}: not an .npz archive (a single .npy array); expected '
+        'x_<client> and y_<client> arrays saved with numpy.savez.'
+      )
+    with loaded as npz:
       return {key: npz[key] for key in npz.files}
   except FileNotFoundError as e:
     raise DataError(f'{path}: no such data file.') from e
   except (OSError, ValueError, zipfile.BadZipFile) as e:
+    if isinstance(e, DataError):
+      raise
     raise DataError(f'{path}: not a readable .npz file ({e}).') from e
 
 
@@ -314,14 +420,15 @@ def _client_names(path, arrays) -> list[str]:
   return clients
 
 
-def _train_sets(path, arrays, clients) -> list[dict[str, np.ndarray]]:
+def _train_sets(
+  path, arrays, clients, num_classes
+) -> list[dict[str, np.ndarray]]:
   """Each client's `{'x', 'y'}`, checked; example shapes must agree."""
   train = []
   for c in clients:
     x = _as_features(f'{path}: x_{c}', arrays[f'x_{c}'])
-    train.append(
-      {'x': x, 'y': _as_labels(f'{path}: y_{c}', arrays[f'y_{c}'], len(x))}
-    )
+    y = _as_labels(f'{path}: y_{c}', arrays[f'y_{c}'], len(x), num_classes)
+    train.append({'x': x, 'y': y})
     if x.shape[1:] != train[0]['x'].shape[1:]:
       raise DataError(
         f'{path}: x_{c} has example shape {x.shape[1:]}, but x_{clients[0]}'
@@ -330,7 +437,9 @@ def _train_sets(path, arrays, clients) -> list[dict[str, np.ndarray]]:
   return train
 
 
-def _test_set(path, arrays, example_shape) -> dict[str, np.ndarray]:
+def _test_set(
+  path, arrays, example_shape, num_classes
+) -> dict[str, np.ndarray]:
   """The held-out `{'x', 'y'}`: the file's, or an empty one."""
   if 'test_x' not in arrays:
     return {
@@ -343,4 +452,5 @@ def _test_set(path, arrays, example_shape) -> dict[str, np.ndarray]:
       f'{path}: test_x has example shape {x.shape[1:]}, the '
       f'clients {example_shape}.'
     )
-  return {'x': x, 'y': _as_labels(f'{path}: test_y', arrays['test_y'], len(x))}
+  y = _as_labels(f'{path}: test_y', arrays['test_y'], len(x), num_classes)
+  return {'x': x, 'y': y}

@@ -1,6 +1,7 @@
 """`jaxclient.data.pack`: batch boundaries as tf.data, padding, shuffling."""
 
 import re
+import time
 import warnings
 
 import numpy as np
@@ -141,3 +142,63 @@ def test_numpy_integers_are_accepted_and_bools_are_not():
   with pytest.raises(ValueError, match=re.escape(
       'pack: batch_size: expected a positive int, found True.')):
     jc.data.pack(clients_of_sizes([5]), True)
+
+
+def test_a_huge_batch_size_pads_no_more_than_a_batch_can_hold():
+  clients = clients_of_sizes([13])
+  start = time.perf_counter()
+  huge = jc.data.pack(clients, batch_size=10**7)
+  assert time.perf_counter() - start < 1.0
+  tight = jc.data.pack(clients, batch_size=13)
+  assert huge['mask'].shape == (1, 1, 13)
+  for key in tight:
+    np.testing.assert_array_equal(huge[key], tight[key], err_msg=key)
+  # Over epochs and clients: the largest client's examples over its epochs.
+  clients = clients_of_sizes([5, 8, 0])
+  huge = jc.data.pack(clients, 10**9, num_epochs=2, shuffle=True, seed=3)
+  tight = jc.data.pack(clients, 16, num_epochs=2, shuffle=True, seed=3)
+  assert huge['mask'].shape == (3, 1, 16)
+  for key in tight:
+    np.testing.assert_array_equal(huge[key], tight[key], err_msg=key)
+  # Also with a fixed num_batches: the extra batches are all padding.
+  fixed = jc.data.pack(clients, 10**9, num_epochs=2, num_batches=3)
+  assert fixed['mask'].shape == (3, 3, 16) and fixed['mask'].sum() == 26
+  # Empty clients only: one slot per client, all padding.
+  empty = jc.data.pack(clients_of_sizes([0, 0]), batch_size=10**7)
+  assert empty['mask'].shape == (2, 1, 1) and not empty['mask'].any()
+
+
+def test_a_huge_padding_ratio_warns():
+  big = {'x': np.ones((1, 1024), np.float32), 'y': np.zeros(1, np.int32)}
+  with pytest.warns(jc.data.PaddingWarning, match=re.escape(
+      'pack: the arrays hold 20000 example slots for 2 examples')):
+    packed = jc.data.pack([big, big], batch_size=1, num_batches=10_000)
+  assert packed['mask'].shape == (2, 10_000, 1)
+  with warnings.catch_warnings():
+    warnings.simplefilter('error')
+    jc.data.pack([big, big], batch_size=1, num_batches=10)
+
+
+@pytest.mark.parametrize('client, message', [
+    ({'x': {'a': np.ones((2, 3)), 'b': np.ones((2, 1))}, 'y': np.ones(2)},
+     "pack: client_datasets[0]['x'] is a mapping (keys ['a', 'b']); pack "
+     'takes one array per key'),
+    ({'x': np.ones((2, 1)), 'y': {'label': np.ones(2)}},
+     "pack: client_datasets[0]['y'] is a mapping (keys ['label'])"),
+    ({'x': np.array([['a', 'b'], ['c', 'd']]), 'y': np.ones(2)},
+     "pack: client_datasets[0]['x']: expected numbers or bools, found dtype "
+     '<U1 (strings)'),
+    ({'x': np.ones((2, 1)), 'y': [b'cat', b'dog']},
+     "pack: client_datasets[0]['y']: expected numbers or bools, found dtype "
+     '|S3 (strings)'),
+    ({'x': np.array([np.ones(2), np.ones(3)], dtype=object), 'y': np.ones(2)},
+     "pack: client_datasets[0]['x']: expected numbers or bools, found dtype "
+     'object'),
+])
+def test_nested_and_string_features_are_named_errors(client, message):
+  good = {'x': np.ones((2, 1)), 'y': np.ones(2)}
+  with pytest.raises(ValueError, match=re.escape(message)):
+    jc.data.pack([client], 2)
+  with pytest.raises(ValueError, match=re.escape(
+      message.replace('client_datasets[0]', 'client_datasets[1]'))):
+    jc.data.pack([good, client], 2)

@@ -120,3 +120,82 @@ def test_unreadable_files(tmp_path):
   (tmp_path / 'junk.npz').write_text('not a zip')
   with pytest.raises(datasets.DataError, match='not a readable .npz file'):
     datasets.load_npz(tmp_path / 'junk.npz')
+
+
+@pytest.mark.parametrize('labels, message', [
+    (np.array([0, 2**31 - 1]), 'y_a: expected labels < 10000, found '
+     '2147483647; class labels must be in 0..K-1 with K <= 10000 classes '
+     r'\(jaxclient.datasets.MAX_CLASSES\), found 0..2147483647'),
+    # Beyond int32: checked before the cast, so it cannot wrap around to 0.
+    (np.array([1, 2**32]), 'y_a: expected labels < 10000, found 4294967296'),
+    (np.array([3, -2, 1], np.int8), 'y_a: expected labels >= 0, found -2; '
+     'class labels must be in 0..K-1 .* found -2..3'),
+    (np.array([1, 2**64 - 1], np.uint64),
+     'y_a: .* found 1..18446744073709551615'),
+])
+def test_npz_labels_out_of_range_are_an_error_in_seconds(
+    tmp_path, labels, message):
+  path = tmp_path / 'bad.npz'
+  np.savez(path, x_a=np.zeros((len(labels), 3)), y_a=labels)
+  with pytest.raises(datasets.DataError, match=f'{path}: {message}'):
+    datasets.load_npz(path)
+
+
+def test_npz_num_classes_bounds_the_labels(tmp_path):
+  path = tmp_path / 'd.npz'
+  np.savez(path, x_a=np.zeros((3, 2)), y_a=np.array([0, 1, 1]),
+           test_x=np.zeros((2, 2)), test_y=np.array([0, 4]))
+  assert datasets.load_npz(path).num_classes == 5
+  assert datasets.load_npz(path, num_classes=7).num_classes == 7
+  with pytest.raises(datasets.DataError, match=f'{path}: test_y: expected '
+                     r'labels < 3, found 4; class labels must be in 0..2 '
+                     r'\(num_classes=3\), found 0..4'):
+    datasets.load_npz(path, num_classes=3)
+  with pytest.raises(datasets.DataError, match='num_classes: expected an int '
+                     r'in 2..10000, found 10001'):
+    datasets.load_npz(path, num_classes=10_001)
+
+
+@pytest.mark.parametrize('value', [np.nan, np.inf, -np.inf])
+def test_npz_non_finite_features_are_an_error(tmp_path, value):
+  x = np.zeros((4, 3))
+  x[2, 1] = value
+  path = tmp_path / 'bad.npz'
+  np.savez(path, x_a=np.zeros((2, 3)), y_a=np.zeros(2, int), x_b=x,
+           y_b=np.zeros(4, int))
+  with pytest.raises(datasets.DataError, match=f'{path}: x_b: expected finite '
+                     r'features, found 1 NaN or infinite value\(s\)'):
+    datasets.load_npz(path)
+
+
+def test_npy_and_string_files_are_data_errors(tmp_path):
+  np.save(tmp_path / 'a.npy', np.zeros((2, 3)))
+  with pytest.raises(datasets.DataError, match='a.npy: not an .npz archive '
+                     r'\(a single .npy array\)'):
+    datasets.load_npz(tmp_path / 'a.npy')
+  np.savez(tmp_path / 's.npz', x_a=np.array([['a', 'b']]), y_a=np.zeros(1, int))
+  with pytest.raises(datasets.DataError, match='x_a: expected numeric '
+                     'features'):
+    datasets.load_npz(tmp_path / 's.npz')
+
+
+def test_validate_checks_any_source():
+  fed = datasets.digits(num_clients=5, seed=0)
+  assert datasets.validate(fed, 'digits') is fed
+  bad = fed.train[3]['y'].copy()
+  bad[0] = 10
+  train = list(fed.train)
+  train[3] = {'x': fed.train[3]['x'], 'y': bad}
+  with pytest.raises(datasets.DataError, match=r'digits: train client 3 y: '
+                     r'expected labels < 10, found 10; class labels must be '
+                     r'in 0..9 \(num_classes=10\), found \d..10'):
+    datasets.validate(fed._replace(train=train), 'digits')
+  with pytest.raises(datasets.DataError, match=r'data: num_classes: expected '
+                     r'an int in 2..10000, found 20000'):
+    datasets.validate(fed._replace(num_classes=20_000))
+  nan_test = {'x': fed.test['x'] * np.nan, 'y': fed.test['y']}
+  with pytest.raises(datasets.DataError, match='data: test x: expected finite'):
+    datasets.validate(fed._replace(test=nan_test))
+  with pytest.raises(datasets.DataError, match='num_classes: expected an int '
+                     r'in 2..10000, found 10001'):
+    datasets.synthetic(3, num_classes=10_001)
