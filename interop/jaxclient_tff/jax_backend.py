@@ -8,8 +8,12 @@ takes TFF's data type and first maps a small `tff.tensorflow.computation`
 that pads each client's batches to `padded_shape = (B, N)` (every batch kept
 whole; a batch larger than N fails, batches beyond B are dropped). All type
 signatures therefore equal TFF's own. TFF 0.87's C++ runtime cannot execute
-XLA computations ("Found computation of type 12"); only a runtime with an
-XLA executor can run `next`.
+XLA computations ("Found computation of type 12"); `next` runs in
+`jaxclient_tff.execution_context()` (`jaxclient_tff.in_process`), where
+both computations have a cohort program (`in_process.cohort_programs`): the
+padding runs in numpy on the batches the runtime holds, and the client
+update runs for the whole cohort as one call of jaxclient's vmapped cohort
+training, the program `jc.build_model_delta_client_work(...).next` runs.
 
 Optimizers: an optax transformation, or a TFF optimizer translated to its
 `jaxclient.optimizers` twin (`optimizer_adapters.as_optax`). The Keras
@@ -19,7 +23,10 @@ fallback needs TF variables and has no JAX form.
 from __future__ import annotations
 
 import collections
+import functools
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
@@ -31,8 +38,17 @@ from jaxclient_tff import (
   optimizer_adapters,
   tff_process,
 )
+from jaxclient_tff.in_process import cohort_programs
+from jaxclient_tff.in_process import values as in_process_values
 
-__all__ = ['build', 'build_client_update', 'build_padding', 'padded_data_type']
+__all__ = [
+  'build',
+  'build_client_update',
+  'build_cohort_update',
+  'build_host_padding',
+  'build_padding',
+  'padded_data_type',
+]
 
 
 def padded_data_type(
@@ -64,6 +80,16 @@ def padded_data_type(
   )
 
 
+def _tff_outputs(converted, result, metric_states) -> tuple:
+  """`(update leaves, update_weight, metric states)` in TFF's layout (the
+  client update's result, flattened; also for a cohort's stacked result)."""
+  return (
+    converted.weights.trainable.flatten(result.update),
+    result.update_weight,
+    [conversion.tff_form(metric_states[name]) for name in converted.metrics],
+  )
+
+
 def build_client_update(
   core: jc.ClientWorkProcess,
   converted: converted_model.ConvertedModel,
@@ -85,15 +111,14 @@ def build_client_update(
       converted.weights.from_tff(weights),
       {key: data[key] for key in ('x', 'y', 'mask')},
     )
+    update, update_weight, metrics = _tff_outputs(
+      converted, result, metric_states
+    )
     return (
       tff.learning.templates.ClientResult(
-        update=converted.weights.trainable.flatten(result.update),
-        update_weight=result.update_weight,
+        update=update, update_weight=update_weight
       ),
-      collections.OrderedDict(
-        (name, conversion.tff_form(metric_states[name]))
-        for name in converted.metrics
-      ),
+      collections.OrderedDict(zip(converted.metrics, metrics, strict=True)),
     )
 
   return client_update
@@ -148,6 +173,167 @@ def build_padding(model: jc.FunctionalModel, padded_shape, data_type):
   return padding
 
 
+def _client_axis(leaf, axis, num_clients: int):
+  """`leaf` with a leading client axis (a shared leaf is broadcast)."""
+  if axis == 0:
+    return leaf
+  return np.broadcast_to(leaf, (num_clients, *np.shape(leaf)))
+
+
+def build_cohort_update(core: jc.ClientWorkProcess, converted, client_update):
+  """The cohort program of `client_update` (`in_process.cohort_programs`):
+  the whole cohort's update as ONE call of jaxclient's cohort training
+  (`jc.cohort.train` with the strategy `core.plan` picks: what `core.next`
+  runs, before its metric aggregation), on the clients' padded data
+  stacked. Declines (None) when the clients' hparams differ."""
+  hparam_names = [
+    name
+    for name, _ in tff.structure.to_elements(
+      client_update.type_signature.parameter[0]
+    )
+  ]
+  result_type = client_update.type_signature.result
+
+  @functools.partial(jax.jit, static_argnames='strategy')
+  def train(hparams, weights, data, strategy):
+    client_ids = jnp.arange(data['mask'].shape[0])
+    result, metric_states = jc.cohort.train(
+      core.training, strategy, hparams, weights, data, client_ids
+    )
+    return _tff_outputs(converted, result, metric_states)
+
+  def cohort_update(members):
+    num_clients = len(members)
+    (hparams, weights, data), axes = in_process_values.stack_members(members)
+    if num_clients > 1 and 0 in in_process_values.flatten(axes[0]):
+      return None
+    if 0 in in_process_values.flatten(axes[1]):
+      weights = in_process_values.tree_map(
+        lambda w, axis: _client_axis(w, axis, num_clients), weights, axes[1]
+      )
+    data = {
+      key: _client_axis(data[key], axes[2][key], num_clients)
+      for key in ('x', 'y', 'mask')
+    }
+    hparams = collections.OrderedDict(
+      (name, np.asarray(hparams[name])) for name in hparam_names
+    )
+    outputs = train(
+      hparams,
+      converted.weights.from_tff(weights),
+      data,
+      strategy=core.plan(data).strategy,
+    )
+    return in_process_values.unstack_members(
+      result_type, jax.tree_util.tree_leaves(outputs), num_clients
+    )
+
+  return cohort_update
+
+
+# Batches read per step of `_dataset_batches` (a few steps per cohort).
+_BATCHES_PER_READ = 256
+
+
+def _check_batch(client: int, batch: int, num_x: int, num_y: int, size: int):
+  if num_x > size or num_y != num_x:
+    raise ValueError(
+      f'client data: client {client}, batch {batch} has {num_x} examples '
+      f'(x) and {num_y} (y); padded_shape allows batches of at most {size}, '
+      'with as many y as x.'
+    )
+
+
+def _at_width(client, batch, width: int):
+  """`(client, num x, num y, x, y)` of a batch, x and y cut or zero-padded
+  to `width` rows (so that every batch of every client stacks)."""
+
+  def fixed(t):
+    t = t[:width]
+    padding = [[0, width - tf.shape(t)[0]]] + [[0, 0]] * (t.shape.rank - 1)
+    return tf.pad(t, padding)
+
+  return (
+    client,
+    tf.shape(batch['x'])[0],
+    tf.shape(batch['y'])[0],
+    fixed(batch['x']),
+    fixed(batch['y']),
+  )
+
+
+def _concatenated(datasets: list) -> tf.data.Dataset:
+  """The datasets in order, concatenated as a balanced tree (depth log n)."""
+  while len(datasets) > 1:
+    pairs = [
+      a.concatenate(b)
+      for a, b in zip(datasets[::2], datasets[1::2], strict=False)
+    ]
+    datasets = pairs + datasets[len(pairs) * 2 :]
+  return datasets[0]
+
+
+def _dataset_batches(datasets: dict, batch_size: int) -> dict:
+  """`{client: [batch as numpy]}` of the clients' `tf.data` datasets, read
+  in ONE TF call over all of them: tagged with the client (`zip`, no
+  tracing), concatenated, cut or padded to `batch_size` rows by one `map`
+  (iterating each client's dataset from Python costs about 2 ms a batch,
+  and a `map` per client traces a function per client)."""
+  tagged = [
+    tf.data.Dataset.zip((tf.data.Dataset.from_tensors(client).repeat(), d))
+    for client, d in datasets.items()
+  ]
+  combined = _concatenated(tagged).map(
+    functools.partial(_at_width, width=batch_size)
+  )
+  parts = combined.batch(_BATCHES_PER_READ).as_numpy_iterator()
+  batches: dict = {client: [] for client in datasets}
+  for clients, num_x, num_y, x, y in parts:
+    for k, client in enumerate(clients.tolist()):
+      _check_batch(client, len(batches[client]), num_x[k], num_y[k], batch_size)
+      batches[client].append({'x': x[k, : num_x[k]], 'y': y[k, : num_y[k]]})
+  return batches
+
+
+def _padded_client(
+  index: int, batches: list, padded_type, padded_shape
+) -> in_process_values.Struct:
+  """Client `index`'s batches (numpy) padded to `padded_shape` (each batch
+  kept whole; batches beyond `num_batches` dropped, as the
+  `tff.tensorflow` padding does)."""
+  num_batches, batch_size = padded_shape
+  types = dict(tff.structure.to_elements(padded_type))
+  padded = {key: np.zeros(t.shape, t.dtype) for key, t in types.items()}
+  for b, batch in enumerate(batches[:num_batches]):
+    size = len(batch['x'])
+    _check_batch(index, b, size, len(batch['y']), batch_size)
+    padded['x'][b, :size] = batch['x']
+    padded['y'][b, :size] = batch['y']
+    padded['mask'][b, :size] = True
+  return in_process_values.Struct(
+    [(key, padded[key]) for key in ('x', 'y', 'mask')]
+  )
+
+
+def build_host_padding(model: jc.FunctionalModel, padded_shape):
+  """The cohort program of the padding computation: every client's batches
+  padded in numpy; the clients' `tf.data` datasets are read in one TF call,
+  lists of batches taken as they are (no TF graph run per client)."""
+  padded_type = padded_data_type(model, padded_shape)
+
+  def host_padding(members):
+    datasets = {
+      i: m for i, m in enumerate(members) if isinstance(m, tf.data.Dataset)
+    }
+    batches = _dataset_batches(datasets, padded_shape[1]) if datasets else {}
+    return [
+      _padded_client(i, batches.get(i, m), padded_type, padded_shape)
+      for i, m in enumerate(members)
+    ]
+
+  return host_padding
+
+
 def build(
   parts: tff_process.ClientWorkParts,
 ) -> tff.learning.templates.ClientWorkProcess:
@@ -163,6 +349,9 @@ def build(
     model, optimizer_adapters.as_optax(parts.optimizer), parts.client_weighting
   )
   padding = build_padding(model, parts.padded_shape, parts.data_type)
+  cohort_programs.register(
+    padding, build_host_padding(model, parts.padded_shape)
+  )
   initial_hparams = collections.OrderedDict(
     (name, np.asarray(value)) for name, value in core.initialize().items()
   )
@@ -170,6 +359,9 @@ def build(
   def client_update_at_clients(state_type):
     client_update = build_client_update(
       core, parts.converted, state_type, padded_type
+    )
+    cohort_programs.register(
+      client_update, build_cohort_update(core, parts.converted, client_update)
     )
     return lambda hparams, weights, data: tff.federated_map(
       client_update, (hparams, weights, tff.federated_map(padding, data))

@@ -11,7 +11,7 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[2]
 MAX_FUNCTION_LINES = 60
 SOURCES = sorted((REPO / 'jaxclient').glob('*.py')) + sorted(
-    (REPO / 'interop' / 'jaxclient_tff').glob('*.py'))
+    (REPO / 'interop' / 'jaxclient_tff').rglob('*.py'))
 PUBLIC_MODULES = sorted(p.stem for p in (REPO / 'jaxclient').glob('*.py')
                         if not p.stem.startswith('_'))
 

@@ -11,13 +11,19 @@ import pytest
 
 PACKAGE = pathlib.Path(__file__).resolve().parents[2] / 'interop' / (
     'jaxclient_tff')
-MODULES = sorted(p.stem for p in PACKAGE.glob('*.py') if p.stem != '__init__')
+# Dotted names under the package, subpackages included ('in_process.context').
+MODULES = sorted(
+    '.'.join(p.relative_to(PACKAGE).with_suffix('').parts)
+    for p in PACKAGE.rglob('*.py') if p.name != '__init__.py') + sorted(
+        '.'.join(p.parent.relative_to(PACKAGE).parts) + '.__init__'
+        for p in PACKAGE.rglob('*/__init__.py'))
 PRIVATE_APIS = '_private_apis'
 OWN_NAMES = ('self', 'cls')
 
 
 def _tree(name: str) -> ast.Module:
-  return ast.parse((PACKAGE / f'{name}.py').read_text())
+  return ast.parse(PACKAGE.joinpath(*name.split('.')).with_suffix('.py')
+                   .read_text())
 
 
 def _is_private(name: str) -> bool:
@@ -27,8 +33,8 @@ def _is_private(name: str) -> bool:
 @pytest.mark.parametrize('name', MODULES + ['__init__'])
 def test_every_module_has_a_docstring_and_all(name):
   assert ast.get_docstring(_tree(name)), name
-  module = importlib.import_module(
-      'jaxclient_tff' if name == '__init__' else f'jaxclient_tff.{name}')
+  dotted = 'jaxclient_tff.' + name.removesuffix('__init__')
+  module = importlib.import_module(dotted.rstrip('.'))
   assert isinstance(getattr(module, '__all__', None), list), name
   for public in module.__all__:
     assert hasattr(module, public), f'{name}.{public}'

@@ -22,3 +22,20 @@ def test_legacy_keras_create_all_weights_creates_slots_before_a_step():
   assert int(optimizer.iterations) == 0  # Created, no step applied.
   for variable in variables:
     assert float(tf.reduce_min(variable)) == 1.0
+
+
+def test_jaxlib_compiles_and_runs_a_serialized_hlo_module():
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from jaxlib import xla_client  # pylint: disable=g-import-not-at-top
+  assert hasattr(xla_client, 'XlaComputation'), (
+      'jaxlib.xla_client.XlaComputation is gone: jaxclient_tff._private_apis.'
+      'compile_hlo_module needs another way to compile a tff.jax payload.')
+  lowered = jax.jit(lambda x, y: (x * y + 1.0,)).lower(np.float32(2.0),
+                                                        np.float32(3.0))
+  hlo_module = lowered.compiler_ir('hlo').as_serialized_hlo_module_proto()
+  device = jax.devices()[0]
+  executable = _private_apis.compile_hlo_module(hlo_module, device)
+  outputs = executable.execute([jax.device_put(np.float32(2.0), device),
+                                jax.device_put(np.float32(3.0), device)])
+  assert float(np.asarray(outputs[0])) == 7.0

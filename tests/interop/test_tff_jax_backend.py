@@ -9,7 +9,6 @@ import pytest
 import tensorflow_federated as tff
 
 import jaxclient as jc
-import jaxclient_tff
 from jaxclient_tff import conversion
 from jaxclient_tff import converted_model
 from jaxclient_tff import jax_backend
@@ -17,14 +16,12 @@ from jaxclient_tff import optimizer_adapters
 import twins
 import xla_payload
 
-PADDED_SHAPE = (3, twins.BATCH_SIZE)  # Enough batches for 7 examples.
+PADDED_SHAPE = twins.PADDED_SHAPE
 
 
 @pytest.fixture(scope='module')
 def jax_process():
-  return jaxclient_tff.build_model_delta_client_work(
-      twins.mlp_twin().jax_model_fn, twins.OPTIMIZERS['adam'](),
-      twins.NUM_EXAMPLES, backend='jax', padded_shape=PADDED_SHAPE)
+  return twins.our_jax_process('mlp', 'adam')
 
 
 def test_type_signatures_equal_the_tensorflow_backends(jax_process):

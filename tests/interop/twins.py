@@ -203,3 +203,15 @@ def assert_parity(label, ours, theirs, tolerance=1e-5):
   difference = max_abs_difference(ours, theirs)
   print(f'\nPARITY {label}: max |diff| = {difference:.3g}')
   assert difference <= tolerance, (label, difference)
+
+
+# backend='jax': enough padded batches of BATCH_SIZE for CLIENT_SIZES' 7.
+PADDED_SHAPE = (3, BATCH_SIZE)
+
+
+@functools.cache
+def our_jax_process(twin_name, optimizer_name, weighting=NUM_EXAMPLES):
+  """`backend='jax'` (run it in `jaxclient_tff.execution_context()`)."""
+  return jaxclient_tff.build_model_delta_client_work(
+      TWINS[twin_name]().jax_model_fn, OPTIMIZERS[optimizer_name](),
+      weighting, backend='jax', padded_shape=PADDED_SHAPE)
