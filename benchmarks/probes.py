@@ -3,8 +3,19 @@
     python -m benchmarks.probes ceiling     # the 2NN's matmuls alone
     python -m benchmarks.probes blocks 1000 1 2 5 20   # clients, block sizes
     python -m benchmarks.probes overhead    # Python work in `next` per call
+    python -m benchmarks.probes bare 100    # the bare SGD step, one client
+                                            # at a time on each device
+    python -m benchmarks.probes default 100 # `next` as a newcomer runs it
+    python -m benchmarks.probes widths 100 8 32 64 200  # one client at a
+                                            # time against vmapped blocks
 
 Each prints one line per measurement (medians); none asserts anything.
+`bare` and `default` use every device JAX shows (`import jaxclient` makes
+one per core; `JAXCLIENT_CPU_DEVICES=1` one in all); pin them with
+`taskset -c 0` for one core, or run two pinned at once
+(`taskset -c 0 ... & taskset -c 1 ...`) for two independent processes.
+They also print the process's CPU time over wall time: how many cores the
+round kept busy.
 """
 
 from __future__ import annotations
@@ -13,11 +24,12 @@ import functools
 import sys
 import time
 
+import jaxclient as jc  # First: one CPU device per core, before JAX starts.
+
 import jax
 import numpy as np
 from jax import lax
 
-import jaxclient as jc
 from jaxclient import client_work
 from benchmarks import workloads
 from benchmarks.peers.jaxclient_client_work import functional_model
@@ -113,7 +125,91 @@ def overhead(calls=300):
         f'{(full - program) * 1e6:.0f} us')
 
 
+def _rate(fn, examples, repeats=5):
+  """Median examples/s of `fn`, and its CPU time over wall time."""
+  jax.block_until_ready(fn())
+  rates, busy = [], []
+  for _ in range(repeats):
+    wall, cpu = time.perf_counter(), time.process_time()
+    jax.block_until_ready(fn())
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    rates.append(examples / wall)
+    busy.append(cpu / wall)
+  return (f'{np.median(rates):,.0f} examples/s, '
+          f'{np.median(busy):.2f} cores busy')
+
+
+def bare(num_clients):
+  """The bare SGD step (`workloads.sgd_client_update`) of one client at a
+  time (`lax.map`), each device training its share of the clients
+  (`shard_map`): no metrics, no masks."""
+  data = workloads.client_data(TWO_NN, num_clients)
+  update = workloads.sgd_client_update(TWO_NN, workloads.LEARNING_RATE)
+  one_at_a_time = lambda p, x, y: lax.map(lambda xy: update(p, *xy), (x, y))
+  mesh = jc.sharding.client_mesh()
+  clients = jc.sharding.clients_sharding(mesh).spec
+  train = jax.jit(jc.sharding.map_client_shards(
+      one_at_a_time, mesh, in_specs=(jax.sharding.PartitionSpec(), clients,
+                                     clients), out_specs=clients))
+  params = jc.sharding.put_replicated(TWO_NN.init(), mesh)
+  x, y = (jc.sharding.put_clients(data[k], mesh) for k in ('x', 'y'))
+  print(f'bare step, {num_clients} clients one at a time on {mesh.size} '
+        f'device(s): {_rate(lambda: train(params, x, y), data["y"].size)}')
+
+
+def default(num_clients):
+  """`next` as a newcomer runs it: host data, nothing set."""
+  data = workloads.client_data(TWO_NN, num_clients)
+  data = {**data, 'mask': np.ones(data['y'].shape, bool)}
+  model = functional_model(TWO_NN)
+  process = jc.build_model_delta_client_work(
+      model, jc.optimizers.build_sgdm(workloads.LEARNING_RATE),
+      jc.ClientWeighting.NUM_EXAMPLES)
+  state = process.initialize()
+  print(f'plan: {process.plan(data).reason}')
+  print(f'next, {num_clients} clients: ' + _rate(
+      lambda: process.next(state, model.initial_weights, data),
+      data['y'].size))
+
+
+def _mlp(width):
+  return workloads.Workload(
+      f'784-{width}-10', 'MLP', (784,), 10,
+      (workloads.Layer('dense', width, 'relu'), workloads.Layer('dense', 10)))
+
+
+def widths(num_clients, *hidden):
+  """jaxclient on one device, 784-h-10 MLPs: one client at a time against
+  vmapped blocks of 10, interleaved (where `CPU_ONE_CLIENT_BYTES` lies)."""
+  for width in hidden:
+    workload = _mlp(width)
+    data = workloads.client_data(workload, num_clients)
+    data = jax.device_put({**data, 'mask': np.ones(data['y'].shape, bool)},
+                          jax.devices()[0])
+    model = functional_model(workload)
+    runs = {}
+    for block in (1, 10):
+      process = jc.build_model_delta_client_work(
+          model, jc.optimizers.build_sgdm(workloads.LEARNING_RATE),
+          jc.ClientWeighting.NUM_EXAMPLES, strategy=jc.cohort.Blocked(block))
+      runs[block] = functools.partial(process.next, process.initialize(),
+                                      model.initial_weights, data)
+    samples = {block: [] for block in runs}
+    for run in runs.values():
+      jax.block_until_ready(run())
+    for _ in range(5):  # interleaved: load hits both alike
+      for block, run in runs.items():
+        start = time.perf_counter()
+        jax.block_until_ready(run())
+        samples[block].append(time.perf_counter() - start)
+    rates = {b: data['y'].size / np.median(t) for b, t in samples.items()}
+    kib = 4 * (784 * width + width + width * 10 + 10) / 1024
+    print(f'784-{width}-10 ({kib:.0f} KiB): one at a time {rates[1]:,.0f}, '
+          f'blocks of 10 {rates[10]:,.0f} examples/s '
+          f'({rates[1] / rates[10]:.2f}x)')
+
+
 if __name__ == '__main__':
   command, *args = sys.argv[1:] or ['ceiling']
-  {'ceiling': ceiling, 'blocks': blocks, 'overhead': overhead}[command](
-      *map(int, args))
+  {'ceiling': ceiling, 'blocks': blocks, 'overhead': overhead, 'bare': bare,
+   'default': default, 'widths': widths}[command](*map(int, args))

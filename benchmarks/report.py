@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 PEER_TITLES = {
-    'jaxclient': 'jaxclient (one device)',
-    'jaxclient_cores': 'jaxclient (one CPU device per core)',
+    'jaxclient': 'jaxclient (default: nothing set)',
+    'jaxclient_cores': 'jaxclient (device per core, put_clients)',
     'plain_loop': 'plain loop (jit per client)',
     'drjax': 'DrJAX map_fn',
     'fedjax': 'FedJAX for_each_client',

@@ -115,7 +115,11 @@ API_MODULES = [
   (
     'jaxclient.cohort',
     'how a cohort runs: AllAtOnce, Blocked, '
-    'ShardedOverClients, and the default choice with its reason',
+    'ShardedOverClients, and the default choice (Auto) with its reason',
+  ),
+  (
+    'jaxclient.memory',
+    'what a client needs in memory, and the budget a device gives',
   ),
   ('jaxclient.client_work', 'the process: build_model_delta_client_work'),
   ('jaxclient.algorithms', 'federated averaging: build_weighted_fed_avg'),

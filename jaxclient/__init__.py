@@ -8,9 +8,17 @@ What one client computes is `jaxclient.client`; how a cohort of clients
 runs (one vmap, blocks, a shard per device) is `jaxclient.cohort`; the
 process that puts them together is `build_model_delta_client_work`, and
 federated averaging over it is `jaxclient.algorithms`.
+
+On a CPU, importing jaxclient splits the CPU into one JAX device per core
+(before JAX starts; `JAXCLIENT_CPU_DEVICES=1` keeps one), so that a cohort
+trains on every core: see `jaxclient.sharding`.
 """
 
-from jaxclient import (
+from jaxclient import sharding
+
+sharding.use_every_core()  # Before anything starts JAX: one device per core.
+
+from jaxclient import (  # noqa: E402
   algorithms,
   checkpoint,
   client,
@@ -20,6 +28,7 @@ from jaxclient import (
   datasets,
   flax_models,
   losses,
+  memory,
   metrics,
   models,
   optimizers,
@@ -27,13 +36,13 @@ from jaxclient import (
   sharding,
   typing,
 )
-from jaxclient.client import ClientResult, ClientWeighting
-from jaxclient.client_work import (
+from jaxclient.client import ClientResult, ClientWeighting  # noqa: E402
+from jaxclient.client_work import (  # noqa: E402
   ClientWorkProcess,
   MeasuredProcessOutput,
   build_model_delta_client_work,
 )
-from jaxclient.models import FunctionalModel, ModelWeights
+from jaxclient.models import FunctionalModel, ModelWeights  # noqa: E402
 
 __version__ = '0.1.0'
 
@@ -54,6 +63,7 @@ __all__ = [
   'datasets',
   'flax_models',
   'losses',
+  'memory',
   'metrics',
   'models',
   'optimizers',

@@ -48,6 +48,7 @@ from jaxclient import _validation, optimizers, rounds
 from jaxclient import client as client_lib
 from jaxclient import client_work as client_work_lib
 from jaxclient import cohort as cohort_lib
+from jaxclient import memory as memory_lib
 from jaxclient import metrics as metrics_lib
 from jaxclient import sharding as sharding_lib
 from jaxclient.models import ModelWeights
@@ -109,8 +110,9 @@ class FedAvgProcess(NamedTuple):
     set_model_weights: `(state, weights) -> state` (optimizer state kept).
     client_work: the `jaxclient.ClientWorkProcess` the clients run.
     mesh: the `'clients'` mesh the cohort is split over.
-    chunk_size: clients per compiled chunk (a multiple of the mesh size), or
-      None when the whole cohort trains as one chunk.
+    chunk_size: clients per compiled chunk (a multiple of the mesh size)
+      given to the builder, or None: each round's chunks are as large as
+      fit in memory (`plan` says how large).
   """
 
   initialize: Callable[[], LearningAlgorithmState]
@@ -275,15 +277,38 @@ def _check_state(state, structure) -> None:
 
 
 def _round_plan(client_work, mesh, cohort: Cohort) -> cohort_lib.Plan:
-  """The client work's plan for a chunk placed on `mesh`; over several
-  devices, each device trains its own clients with that schedule."""
+  """The client work's plan for a chunk placed on `mesh` (over several
+  devices, each device trains its own clients with that schedule), and
+  how the round is chunked."""
   plan = client_work.plan(cohort.chunks[0])
+  chunking = f'; {cohort.chunking}' if cohort.chunking else ''
   if mesh.size < 2 or isinstance(plan.strategy, cohort_lib.ShardedOverClients):
-    return plan
+    return plan._replace(reason=plan.reason + chunking)
   return cohort_lib.Plan(
     cohort_lib.ShardedOverClients(mesh, plan.strategy),
     f"FedAvg's mesh has {mesh.size} devices, each training its own "
-    f'clients; {plan.reason}',
+    f'clients; {plan.reason}{chunking}',
+  )
+
+
+def _chunk_that_fits(training, client_data, mesh, memory_bytes):
+  """Clients per chunk (a multiple of the mesh size) whose training fits
+  in the memory budget, with two chunks' data on the devices (the one
+  training, the next arriving), and why; None: the whole cohort fits."""
+  need = memory_lib.client_bytes(training, client_data)
+  device = mesh.devices.flat[0]
+  budget = memory_lib.budget_bytes(memory_bytes, device)
+  if memory_bytes is None and device.platform == 'cpu':
+    budget //= len(mesh.local_devices)  # CPU devices share the host.
+  per_device = max(1, budget // (need.total + need.data))
+  size = per_device * mesh.size
+  if size >= np.shape(client_data['mask'])[0]:
+    return None, ''
+  return size, (
+    f'the round trains in chunks of {size} clients: {per_device} per '
+    f'device fit in a budget of {budget >> 20} MiB per device '
+    f"({(need.total + need.data) >> 10} KiB per client: two chunks' data, "
+    'its training and update)'
   )
 
 
@@ -341,7 +366,12 @@ def _next_fn(client_work, server_optimizer, aggregate_metrics, mesh, as_cohort):
 
 
 def _build_process(
-  client_work, server_optimizer, aggregate_metrics, clients_per_chunk, mesh
+  client_work,
+  server_optimizer,
+  aggregate_metrics,
+  clients_per_chunk,
+  mesh,
+  memory_bytes,
 ) -> FedAvgProcess:
   training = client_work.training
   chunk_size = (
@@ -351,9 +381,15 @@ def _build_process(
   )
 
   def prefetch(client_data):
-    return rounds.prefetch(
-      training.model.input_spec, client_data, mesh, chunk_size
-    )
+    input_spec = training.model.input_spec
+    if chunk_size is not None:
+      size, why = chunk_size, f'clients_per_chunk={clients_per_chunk}'
+    else:
+      _validation.check_client_data(
+        input_spec, client_data, ('clients', 'batches', 'batch_size')
+      )
+      size, why = _chunk_that_fits(training, client_data, mesh, memory_bytes)
+    return rounds.prefetch(input_spec, client_data, mesh, size, why)
 
   def as_cohort(client_data):
     return (
@@ -393,7 +429,10 @@ def build_weighted_fed_avg(
   ),
   metrics_aggregator: metrics_lib.MetricsAggregator | None = None,
   clients_per_chunk: int | None = None,
-  strategy: cohort_lib.AllAtOnce | cohort_lib.Blocked | None = None,
+  strategy: cohort_lib.AllAtOnce
+  | cohort_lib.Blocked
+  | cohort_lib.Auto
+  | None = None,
   mesh: Mesh | None = None,
 ) -> FedAvgProcess:
   """Builds weighted federated averaging (TFF's `build_weighted_fed_avg`).
@@ -415,11 +454,14 @@ def build_weighted_fed_avg(
     clients_per_chunk: when set, a round trains this many clients at a time
       (rounded up to a multiple of the mesh size) and sums their weighted
       updates as it goes; device memory then grows with the chunk, not with
-      the cohort. Default: the whole cohort at once.
+      the cohort. Default: as many as fit in the memory budget (the whole
+      cohort when it fits; `jaxclient.memory`).
     strategy: how each device runs its clients, `jaxclient.cohort.AllAtOnce()`
-      or `Blocked(n)`; default `jaxclient.cohort.default_planner`'s choice.
-      Over a mesh of several devices each device trains its own clients
-      (`ShardedOverClients`). `process.plan(client_data)` reports it.
+      or `Blocked(n)`; default `jaxclient.cohort.Auto()`,
+      `default_planner`'s choice (`Auto(memory_bytes=...)` also sets the
+      memory budget of the chunks). Over a mesh of several devices each
+      device trains its own clients (`ShardedOverClients`).
+      `process.plan(client_data)` reports the schedule and the chunks.
     mesh: the mesh whose `'clients'` axis splits the cohort; default
       `jaxclient.sharding.client_mesh()`, every device of every process.
 
@@ -484,4 +526,5 @@ def build_weighted_fed_avg(
     aggregate_metrics,
     clients_per_chunk,
     mesh if mesh is not None else sharding_lib.client_mesh(),
+    strategy.memory_bytes if isinstance(strategy, cohort_lib.Auto) else None,
   )

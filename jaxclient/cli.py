@@ -224,8 +224,8 @@ def _add_training_flags(train):
     '--cpu-devices',
     type=_positive_int,
     default=None,
-    help='CPU devices to split each cohort over (default: '
-    'one per core, when this command starts JAX)',
+    help='CPU devices to split each cohort over (default: one per core, '
+    'as `import jaxclient` sets up; see JAXCLIENT_CPU_DEVICES)',
   )
 
 
@@ -266,15 +266,14 @@ def _add_output_flags(out):
 
 
 def _split_cpu(count):
-  """One CPU device per core (`count` if given), so that FedAvg's mesh
-  spreads each cohort over every core. Without `count`, a process in which
-  JAX has already started (the command called from Python) keeps its
-  devices."""
+  """`--cpu-devices`: `count` CPU devices instead of the one per core that
+  `import jaxclient` sets up; None keeps what the import chose."""
+  if count is None:
+    return
   try:
     sharding.set_cpu_device_count(count)
   except RuntimeError as e:
-    if count is not None:
-      raise UsageError(f'--cpu-devices: {e}') from None
+    raise UsageError(f'--cpu-devices: {e}') from None
 
 
 def _check_resume(args, output_dir):

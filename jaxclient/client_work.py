@@ -138,16 +138,27 @@ def _set_hparams(state: Hparams, hparams: Mapping[str, Any]) -> Hparams:
 
 
 def _next_program(
-  training, aggregate_metrics, state, weights, client_data, rng, strategy
+  training,
+  aggregate_metrics,
+  state,
+  weights,
+  client_data,
+  rng,
+  strategy,
+  num_clients,
 ):
-  """The compiled body of `next`."""
+  """The compiled body of `next`; clients past `num_clients` are padding
+  (added to split the cohort evenly over a mesh) and are dropped."""
   client_ids = jnp.arange(client_data['mask'].shape[0])
   if isinstance(strategy, cohort_lib.ShardedOverClients):
     client_ids = jax.lax.with_sharding_constraint(
       client_ids, sharding_lib.clients_sharding(strategy.mesh)
     )
-  result, client_metrics = cohort_lib.train(
-    training, strategy, state, weights, client_data, client_ids, rng
+  result, client_metrics = jax.tree.map(
+    lambda v: v[:num_clients],
+    cohort_lib.train(
+      training, strategy, state, weights, client_data, client_ids, rng
+    ),
   )
   return MeasuredProcessOutput(
     state, result, {'train': aggregate_metrics(client_metrics)}
@@ -155,21 +166,46 @@ def _next_program(
 
 
 def _planner(
-  training: client_lib.LocalTraining, strategy: cohort_lib.Strategy | None
+  training: client_lib.LocalTraining,
+  strategy: cohort_lib.Strategy | cohort_lib.Auto | None,
 ) -> Callable[[ClientData], cohort_lib.Plan]:
   """`plan`: the builder's strategy, else the default choice."""
-  if strategy is None:
-    return cohort_lib.default_planner(training)
+  if strategy is None or isinstance(strategy, cohort_lib.Auto):
+    memory_bytes = strategy.memory_bytes if strategy else None
+    return cohort_lib.default_planner(training, memory_bytes)
   if not isinstance(
     strategy,
     (cohort_lib.AllAtOnce, cohort_lib.Blocked, cohort_lib.ShardedOverClients),
   ):
     raise TypeError(
       'strategy: expected None or a jaxclient.cohort strategy '
-      '(AllAtOnce, Blocked, ShardedOverClients), found '
+      '(Auto, AllAtOnce, Blocked, ShardedOverClients), found '
       f'{type(strategy).__name__}.'
     )
   return lambda client_data: cohort_lib.Plan(strategy, 'given to the builder')
+
+
+def _placed(strategy, weights, client_data, per_client_weights):
+  """For a sharded strategy: the data (and per-client weights) split over
+  its mesh, padded with inert clients to a multiple of its size, and
+  shared weights copied to every device; else as they are."""
+  if not isinstance(strategy, cohort_lib.ShardedOverClients):
+    return weights, client_data
+  mesh = strategy.mesh
+  size = sharding_lib.padded_size(int(np.shape(client_data['mask'])[0]), mesh)
+
+  def split(tree):
+    if all(
+      isinstance(leaf, jax.Array)
+      and leaf.sharding == sharding_lib.clients_sharding(mesh)
+      for leaf in jax.tree.leaves(tree)
+    ):
+      return tree
+    return sharding_lib.put_clients(sharding_lib.pad_clients(tree, size), mesh)
+
+  if per_client_weights:
+    return split(weights), split(client_data)
+  return sharding_lib.put_replicated(weights, mesh), split(client_data)
 
 
 def _next_fn(
@@ -177,8 +213,8 @@ def _next_fn(
   aggregate_metrics: Callable[[Mapping[str, Any]], dict],
   plan: Callable[[ClientData], cohort_lib.Plan],
 ) -> Callable[..., MeasuredProcessOutput]:
-  """`next`: the host-side checks, then one compiled program per strategy
-  and shapes."""
+  """`next`: the host-side checks and placement, then one compiled program
+  per strategy and shapes."""
   trainable = training.model.initial_weights.trainable
   hparam_names = tuple(
     getattr(
@@ -187,7 +223,7 @@ def _next_fn(
   )
   compiled = jax.jit(
     functools.partial(_next_program, training, aggregate_metrics),
-    static_argnames='strategy',
+    static_argnames=('strategy', 'num_clients'),
   )
 
   def next_fn(
@@ -202,15 +238,24 @@ def _next_fn(
       client_data,
       ('clients', 'batches', 'batch_size'),
     )
+    num_clients = int(np.shape(client_data['mask'])[0])
     _validation.check_weights(
-      training.model.initial_weights, weights, np.shape(client_data['mask'])[0]
+      training.model.initial_weights, weights, num_clients
+    )
+    strategy = plan(client_data).strategy
+    weights, client_data = _placed(
+      strategy,
+      weights,
+      dict(client_data),
+      cohort_lib.has_client_axis(training, weights),
     )
     return compiled(
       state,
       weights,
-      dict(client_data),
+      client_data,
       rng,
-      strategy=plan(client_data).strategy,
+      strategy=strategy,
+      num_clients=num_clients,
     )
 
   return next_fn
@@ -222,7 +267,7 @@ def build_model_delta_client_work(
   client_weighting: client_lib.Weighting,
   metrics_aggregator: metrics_lib.MetricsAggregator | None = None,
   *,
-  strategy: cohort_lib.Strategy | None = None,
+  strategy: cohort_lib.Strategy | cohort_lib.Auto | None = None,
 ) -> ClientWorkProcess:
   """Builds the client work of federated averaging (TFF's, in JAX).
 
@@ -237,9 +282,12 @@ def build_model_delta_client_work(
       default `jaxclient.metrics.sum_then_finalize`.
     strategy: how `next` runs a cohort: `jaxclient.cohort.AllAtOnce()`,
       `Blocked(n)` or `ShardedOverClients(mesh)`. Results do not depend on
-      it. Default: `jaxclient.cohort.default_planner`'s choice, from the
-      platform, the model and where the data lies (`process.plan` reports
-      it).
+      it. Default `jaxclient.cohort.Auto()`: `default_planner`'s choice,
+      from the platform, the model, where the data lies and the memory it
+      needs (`Auto(memory_bytes=...)` sets the memory budget);
+      `process.plan` reports it. Host data on a process with several
+      devices (on a CPU, one per core: `jaxclient.sharding`) is split over
+      all of them.
 
   Returns:
     A `ClientWorkProcess`; see the module docstring for an example.

@@ -9,15 +9,17 @@ they differ only in the schedule:
 * `Blocked(clients_per_block)`: blocks of at most that many clients per
   device, each block `vmap`ped, the blocks one after another inside the
   same compiled program, so that a block's weights, gradients and optimizer
-  state stay in cache (CPU);
+  state stay in cache (CPU) or its memory fits; `Blocked(1)` trains one
+  client after another, unbatched (CPU, all but small models);
 * `ShardedOverClients(mesh, per_device)`: the client axis split over the
   devices of a 1-D `'clients'` mesh (`jaxclient.sharding.client_mesh`), each
   device training its own clients as a program of its own (`shard_map`),
   with `per_device` as its schedule and no communication.
 
-`default_planner` picks one from the platform, the model and the data, and says
-why; `jaxclient.build_model_delta_client_work(..., strategy=...)` overrides
-it, and `process.plan(client_data)` tells which one `next` runs:
+`default_planner` picks one from the platform, the model, where the data
+lies and the memory it needs (`Auto`, the default), and says why;
+`jaxclient.build_model_delta_client_work(..., strategy=...)` overrides it,
+and `process.plan(client_data)` tells which one `next` runs:
 
 >>> import jaxclient as jc
 >>> jc.cohort.Blocked(4).block_size(num_clients=6, devices=1)
@@ -40,6 +42,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxclient import _validation
 from jaxclient import client as client_lib
+from jaxclient import memory as memory_lib
 from jaxclient import sharding as sharding_lib
 from jaxclient._conv_layout import contains_convolution
 from jaxclient.models import ModelWeights
@@ -47,17 +50,21 @@ from jaxclient.typing import ClientData, Hparams, PyTree
 
 __all__ = [
   'AllAtOnce',
+  'Auto',
   'Blocked',
   'Plan',
   'ShardedOverClients',
   'Strategy',
   'default_planner',
+  'has_client_axis',
   'train',
 ]
 
-# On a CPU, blocks of clients whose trainable weights total about this many
-# bytes per process (shared by its devices, which train at once) stay in
-# cache; benchmarks/README.md has the measurements behind the figure.
+# On a CPU, a model with at least this many bytes of trainable weights
+# trains one client at a time; smaller ones train in vmapped blocks of about
+# CPU_BLOCK_BYTES of weights per device. benchmarks/README.md has the
+# measurements behind both figures.
+CPU_ONE_CLIENT_BYTES = 2 * 2**10
 CPU_BLOCK_BYTES = 8 * 2**20
 
 
@@ -119,6 +126,19 @@ class ShardedOverClients:
 Strategy = AllAtOnce | Blocked | ShardedOverClients
 
 
+@dataclasses.dataclass(frozen=True)
+class Auto:
+  """Let `default_planner` choose the strategy (the builders' default),
+  training no more clients at once than fit in `memory_bytes` per device
+  (default: `jaxclient.memory.MEMORY_FRACTION` of the device's free memory,
+  on a CPU shared by its devices)."""
+
+  memory_bytes: int | None = None
+
+  def __post_init__(self):
+    _validation.check_int('Auto.memory_bytes', self.memory_bytes, optional=True)
+
+
 class Plan(NamedTuple):
   """The strategy a cohort runs with, and why it was chosen."""
 
@@ -150,39 +170,68 @@ def _has_convolution(training: client_lib.LocalTraining) -> bool:
   )
 
 
-def _one_device_plan(training: client_lib.LocalTraining, devices: int) -> Plan:
-  """The schedule of the clients that `devices` devices train at once."""
+def _fastest_block(training: client_lib.LocalTraining) -> tuple[int, str]:
+  """The clients a device runs fastest at once (0: all of them), and why."""
   if training.platform != 'cpu':
-    return Plan(
-      AllAtOnce(), f'on {training.platform} every client trains in one vmap'
-    )
+    return 0, f'on {training.platform} a device trains its clients in one vmap'
   if _has_convolution(training):
-    return Plan(
-      Blocked(1),
-      'on a CPU a model with convolutions trains one '
-      'client at a time (vmapped convolutions become grouped ones, '
-      'which XLA:CPU runs slower)',
+    return 1, (
+      'on a CPU a model with convolutions trains one client at a time '
+      '(vmapped convolutions become grouped ones, which XLA:CPU runs slower)'
     )
-  per_device = CPU_BLOCK_BYTES // devices
-  block = max(1, per_device // max(_trainable_bytes(training), 1))
-  return Plan(
-    Blocked(block),
-    f'on a CPU, blocks of {block} client(s) per '
-    f'device keep about {CPU_BLOCK_BYTES >> 20} MiB of trainable '
-    'weights per process in cache',
+  weights = _trainable_bytes(training)
+  if weights >= CPU_ONE_CLIENT_BYTES:
+    return 1, (
+      f'on a CPU a model with {weights >> 10} KiB of trainable weights '
+      'trains one client at a time (vmapped over clients, its matmuls '
+      'become batched ones, which XLA:CPU runs slower)'
+    )
+  block = max(1, CPU_BLOCK_BYTES // max(weights, 1))
+  return block, (
+    f'on a CPU a small model trains in vmapped blocks of {block} clients '
+    f'per device (about {CPU_BLOCK_BYTES >> 20} MiB of trainable weights)'
   )
 
 
+def _memory_limit(training, client_data, devices, memory_bytes, device):
+  """The clients one of `devices` devices can train at once, and why."""
+  need = memory_lib.client_bytes(training, client_data)
+  budget = memory_lib.budget_bytes(memory_bytes, device)
+  if memory_bytes is None and device.platform == 'cpu':
+    budget //= devices  # CPU devices share the host's memory.
+  resident = -(-int(np.shape(client_data['mask'])[0]) // devices)
+  at_once = need.at_once(budget, resident)
+  return at_once, (
+    f'{at_once} client(s) per device fit in a budget of {budget >> 20} MiB '
+    f"per device ({resident} clients' data and updates, "
+    f'{(need.data + need.update) >> 10} KiB each, stay on the device; '
+    f'training takes up to {need.training >> 10} KiB per client)'
+  )
+
+
+def _device_plan(training, client_data, devices, memory_bytes, device) -> Plan:
+  """The schedule of each device's share of the cohort."""
+  fastest, why = _fastest_block(training)
+  fits, memory_why = _memory_limit(
+    training, client_data, devices, memory_bytes, device
+  )
+  share = -(-int(np.shape(client_data['mask'])[0]) // devices)
+  block = min(fastest or share, fits)
+  strategy = AllAtOnce() if block >= share else Blocked(block)
+  if fits < (fastest or share):
+    return Plan(strategy, f'{why}, but only {memory_why}')
+  return Plan(strategy, why)
+
+
 def _client_mesh_of(mask) -> Mesh | None:
-  """The `'clients'` mesh that splits `mask`'s client axis evenly over more
-  than one device, if `mask` was placed on one (`sharding.put_clients`)."""
+  """The `'clients'` mesh that splits `mask`'s client axis evenly over its
+  devices, if `mask` was placed on one (`sharding.put_clients`)."""
   placement = getattr(mask, 'sharding', None)
   if not isinstance(placement, NamedSharding):
     return None
   mesh = placement.mesh
   if (
     not isinstance(mesh, Mesh)
-    or mesh.size < 2
     or mesh.axis_names != (sharding_lib.CLIENTS_AXIS,)
     or tuple(placement.spec)[:1] != (sharding_lib.CLIENTS_AXIS,)
     or np.shape(mask)[0] % mesh.size
@@ -191,34 +240,70 @@ def _client_mesh_of(mask) -> Mesh | None:
   return mesh
 
 
+def _where_to_train(mask) -> tuple[Mesh | None, str]:
+  """The mesh a cohort trains on, and why: where its data lies, else every
+  device of this process (one process only); None: one device."""
+  mesh = _client_mesh_of(mask)
+  if mesh is not None and mesh.size == 1:
+    return None, ''
+  if mesh is not None:
+    return mesh, (
+      f"the client data is split over a 'clients' mesh of {mesh.size} "
+      'devices, so each device trains its own clients'
+    )
+  if jax.process_count() > 1 or jax.device_count() < 2:
+    return None, ''
+  mesh = sharding_lib.client_mesh()
+  platform = mesh.devices.flat[0].platform
+  origin = (
+    ' (one per core, set up by `import jaxclient`; '
+    f'{sharding_lib.CPU_DEVICES_ENV}=1 keeps one)'
+    if platform == 'cpu'
+    else ''
+  )
+  return mesh, (
+    f'JAX shows {mesh.size} {platform} devices{origin}, so the cohort is '
+    'split over them and each trains its own clients'
+  )
+
+
 def default_planner(
-  training: client_lib.LocalTraining,
+  training: client_lib.LocalTraining, memory_bytes: int | None = None
 ) -> Callable[[ClientData], Plan]:
-  """The function that picks a cohort's strategy when none was given, and
-  says why.
+  """The function that picks a cohort's strategy when none was given
+  (`Auto(memory_bytes)`), and says why.
 
-  Client data placed on a `'clients'` mesh of several devices
-  (`jaxclient.sharding.put_clients`) is trained where it lies,
-  `ShardedOverClients`; otherwise one program runs over all of JAX's
-  devices. Within a device: one `vmap` on GPU/TPU; on a CPU, one client at
-  a time for models with convolutions, else blocks that keep about
-  `CPU_BLOCK_BYTES` of trainable weights in cache. What depends on the
-  model alone is worked out once, at the first call.
+  Where: client data placed on a `'clients'` mesh of several devices
+  (`jaxclient.sharding.put_clients`) trains where it lies; otherwise, in a
+  single process with several devices (on a CPU one per core, as
+  `import jaxclient` sets up: `jaxclient.sharding`), over all of them;
+  either way each device trains its own clients (`ShardedOverClients`).
+  How, on each device: one `vmap` on GPU/TPU; on a CPU one client at a
+  time, or vmapped blocks for small models (`CPU_ONE_CLIENT_BYTES`); never
+  more clients at once than fit in the memory budget
+  (`jaxclient.memory`). Worked out once per data shape and placement.
   """
-  one_device = functools.cache(functools.partial(_one_device_plan, training))
 
-  def plan(client_data: ClientData) -> Plan:
-    mesh = _client_mesh_of(client_data['mask'])
+  @functools.cache
+  def plan_for(shapes, mesh, where) -> Plan:
+    data = {k: jax.ShapeDtypeStruct(s, d) for k, (s, d) in shapes}
+    devices = 1 if mesh is None else mesh.size
+    device = jax.devices()[0] if mesh is None else mesh.devices.flat[0]
+    inner = _device_plan(training, data, devices, memory_bytes, device)
     if mesh is None:
-      return one_device(jax.device_count())
-    inner = one_device(mesh.size)
+      return inner
     per_device = cast(AllAtOnce | Blocked, inner.strategy)
     return Plan(
-      ShardedOverClients(mesh, per_device),
-      f"the client data is split over a 'clients' mesh of "
-      f'{mesh.size} devices, so each device trains its own '
-      f'clients; {inner.reason}',
+      ShardedOverClients(mesh, per_device), f'{where}; {inner.reason}'
     )
+
+  def plan(client_data: ClientData) -> Plan:
+    mesh, where = _where_to_train(client_data['mask'])
+    shapes = tuple(
+      (k, (tuple(np.shape(client_data[k])), np.dtype(client_data[k].dtype)))
+      for k in ('x', 'y', 'mask')
+    )
+    return plan_for(shapes, mesh, where)
 
   return plan
 
@@ -274,6 +359,36 @@ def _vmapped(
   )(hparams, weights, data, client_rngs)
 
 
+def _skip_empty_batch(training, state, non_trainable, batch, rng, index):
+  """One client's batch step that skips a batch with no data (a branch,
+  where a vmapped client must compute the step and select)."""
+  del index
+  return jax.lax.cond(
+    jnp.any(batch['mask']),
+    lambda s: client_lib.step(training, s, non_trainable, batch, rng),
+    lambda s: s,
+    state,
+  )
+
+
+def _one_at_a_time(training, hparams, weights, per_client, rng):
+  """`client_update` on one client after another (`lax.map`), unbatched:
+  its matmuls stay plain ones (a vmap makes them batched)."""
+
+  def train_client(inputs):
+    client_id, data, *client_weights = inputs
+    return client_lib.client_update(
+      training,
+      hparams,
+      client_weights[0] if client_weights else weights,
+      data,
+      None if rng is None else jax.random.fold_in(rng, client_id),
+      batch_step=_skip_empty_batch,
+    )
+
+  return jax.lax.map(train_client, per_client)
+
+
 def _in_blocks(
   training,
   strategy,
@@ -286,15 +401,20 @@ def _in_blocks(
   weights_per_client,
 ):
   """The clients vmapped in blocks of `strategy.block_size` inside one
-  program. Block j holds clients j, j + C/k, j + 2C/k, ...: with the client
-  axis split over devices in contiguous runs, every device then trains its
-  share of each block and the loop over blocks needs no communication."""
+  program (blocks of one: unbatched, one at a time). Block j holds clients
+  j, j + C/k, j + 2C/k, ...: with the client axis split over devices in
+  contiguous runs, every device then trains its share of each block and the
+  loop over blocks needs no communication."""
   num_clients = client_ids.shape[0]
   block = strategy.block_size(num_clients, devices)
   if block == num_clients:
     return _vmapped(
       training, hparams, weights, data, client_ids, rng, weights_per_client
     )
+
+  per_client = (client_ids, data) + ((weights,) if weights_per_client else ())
+  if block == 1:
+    return _one_at_a_time(training, hparams, weights, per_client, rng)
 
   def blocked(tree):
     return jax.tree.map(
@@ -303,8 +423,6 @@ def _in_blocks(
       ),
       tree,
     )
-
-  per_client = (client_ids, data) + ((weights,) if weights_per_client else ())
 
   def train_block(block_inputs):
     ids, block_data, *block_weights = block_inputs
@@ -324,7 +442,8 @@ def _in_blocks(
   )
 
 
-def _has_client_axis(training, weights) -> bool:
+def has_client_axis(training: client_lib.LocalTraining, weights) -> bool:
+  """True when `weights` are one per client (a leading client axis)."""
   reference = jax.tree.leaves(training.model.initial_weights)
   leaves = jax.tree.leaves(weights)
   return any(
@@ -359,7 +478,7 @@ def train(
   Returns:
     `(ClientResult [C, ...], unfinalized metrics [C, ...])`.
   """
-  per_client = _has_client_axis(training, weights)
+  per_client = has_client_axis(training, weights)
   if not isinstance(strategy, ShardedOverClients):
     return _in_blocks(
       training,

@@ -32,11 +32,13 @@ class Cohort(NamedTuple):
 
   `chunks[0]` is already on the devices (split over the client axis); the
   others are host arrays, transferred one by one as the round reaches them.
-  Build with `prefetch` (or a process's `prefetch`).
+  `chunking` says why the chunks have their size. Build with `prefetch` (or
+  a process's `prefetch`).
   """
 
   num_clients: int
   chunks: tuple
+  chunking: str = ''  # Why the chunks have their size.
 
 
 def _put_chunk(chunk: ClientData, size: int, mesh: Mesh) -> ClientData:
@@ -52,6 +54,7 @@ def prefetch(
   client_data: ClientData,
   mesh: Mesh,
   clients_per_chunk: int | None,
+  chunking: str = '',
 ) -> Cohort:
   """Checks a round's data and starts moving its first chunk to `mesh`.
 
@@ -62,6 +65,7 @@ def prefetch(
     mesh: the `'clients'` mesh the chunks are split over.
     clients_per_chunk: the chunk size (a multiple of the mesh size), or None
       for the whole cohort as one chunk.
+    chunking: why that size (kept in the `Cohort`).
   """
   _validation.check_client_data(
     input_spec, client_data, ('clients', 'batches', 'batch_size')
@@ -79,7 +83,9 @@ def prefetch(
     chunks = tuple(
       {k: v[s : s + size] for k, v in host.items()} for s in starts
     )
-  return Cohort(num_clients, (_put_chunk(chunks[0], size, mesh),) + chunks[1:])
+  return Cohort(
+    num_clients, (_put_chunk(chunks[0], size, mesh),) + chunks[1:], chunking
+  )
 
 
 def run_chunks(

@@ -11,9 +11,18 @@ process transfers only its own shards, once.
 
 On a CPU, JAX shows one device, and one device runs one program on one
 core at a time (XLA:CPU parallelizes only large single operations; a
-cohort of small per-client steps keeps one core busy).
-`set_cpu_device_count` splits the host into one device per core before JAX
-starts, so that `client_mesh` spreads the cohort over every core
+cohort of small per-client steps keeps one core busy). So `import
+jaxclient` splits the CPU into one JAX device per core this process may run
+on (`use_every_core`), before JAX starts, unless the user chose a count
+(`jax_num_cpu_devices`, `JAX_NUM_CPU_DEVICES`, or
+`--xla_force_host_platform_device_count` in `XLA_FLAGS`). What changes for
+other JAX code: `jax.devices()` and `jax.device_count()` show that many
+CPU devices; computations still run on `jax.devices()[0]` unless placed
+elsewhere; accelerators are unaffected. `JAXCLIENT_CPU_DEVICES=1` (before
+the import) keeps JAX's single CPU device, `JAXCLIENT_CPU_DEVICES=N` asks
+for N. When JAX has already started with fewer devices, the import warns
+once, saying how to get them. `set_cpu_device_count` sets a count
+explicitly. `client_mesh` then spreads a cohort over every core
 (benchmarks/README.md measures what it gains).
 
 Multi-host runs use JAX's own runtime: call `initialize_distributed` (a thin
@@ -26,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import warnings
 
 import jax
 import numpy as np
@@ -36,6 +46,7 @@ from jaxclient.typing import PyTree
 
 __all__ = [
   'CLIENTS_AXIS',
+  'CPU_DEVICES_ENV',
   'client_mesh',
   'clients_sharding',
   'initialize_distributed',
@@ -46,9 +57,19 @@ __all__ = [
   'put_replicated',
   'replicated_sharding',
   'set_cpu_device_count',
+  'use_every_core',
 ]
 
 CLIENTS_AXIS = 'clients'
+# The environment variable `use_every_core` reads: a CPU device count.
+CPU_DEVICES_ENV = 'JAXCLIENT_CPU_DEVICES'
+
+
+def _usable_cores() -> int:
+  """The cores this process may run on."""
+  if hasattr(os, 'sched_getaffinity'):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
 
 
 def set_cpu_device_count(count: int | None = None) -> int:
@@ -62,7 +83,7 @@ def set_cpu_device_count(count: int | None = None) -> int:
     'set_cpu_device_count: count', count, optional=True
   )
   if count is None:
-    count = len(os.sched_getaffinity(0))
+    count = _usable_cores()
   if _jax_internals.backends_started():
     raise RuntimeError(
       'set_cpu_device_count: JAX has already started its backends; call '
@@ -80,6 +101,56 @@ def set_cpu_device_count(count: int | None = None) -> int:
       f'{flags} --xla_force_host_platform_device_count={count}'.strip()
     )
   return count
+
+
+def _user_chose_cpu_devices() -> bool:
+  """True when JAX's CPU device count was set outside jaxclient."""
+  chosen = jax.config.values.get('jax_num_cpu_devices', -1)
+  return (chosen is not None and chosen >= 0) or (
+    '--xla_force_host_platform_device_count' in os.environ.get('XLA_FLAGS', '')
+  )
+
+
+def use_every_core() -> int | None:
+  """Splits the CPU into one JAX device per usable core, as `import
+  jaxclient` does (see the module docstring); returns the count it set, or
+  None when it changed nothing.
+
+  `JAXCLIENT_CPU_DEVICES` (a positive int) overrides the count; 1 keeps
+  JAX's single CPU device. A count the user set through JAX is kept. When
+  JAX's backends have already started with fewer CPU devices, it warns
+  (once per call) how to get them instead.
+  """
+  requested = _requested_cpu_devices()
+  if _user_chose_cpu_devices():
+    return None
+  count = _usable_cores() if requested is None else requested
+  if not _jax_internals.backends_started():
+    return set_cpu_device_count(count) if count > 1 else None
+  if jax.default_backend() == 'cpu' and jax.local_device_count() < count:
+    warnings.warn(
+      f'jaxclient: JAX started before jaxclient was imported, with '
+      f'{jax.local_device_count()} CPU device(s), so a cohort trains on '
+      f'{jax.local_device_count()} of the {count} cores this process may '
+      'use. Import jaxclient before running any JAX computation (or call '
+      'jaxclient.sharding.set_cpu_device_count() first); set '
+      f'{CPU_DEVICES_ENV}=1 to keep one device without this warning.',
+      stacklevel=2,
+    )
+  return None
+
+
+def _requested_cpu_devices() -> int | None:
+  """`JAXCLIENT_CPU_DEVICES` as a count; None when unset or empty."""
+  value = os.environ.get(CPU_DEVICES_ENV, '').strip()
+  if not value:
+    return None
+  if not value.isdigit() or int(value) < 1:
+    raise ValueError(
+      f'{CPU_DEVICES_ENV}: expected a positive int (CPU devices), '
+      f'found {value!r}.'
+    )
+  return int(value)
 
 
 def client_mesh(devices=None) -> Mesh:
@@ -161,6 +232,8 @@ def _put(tree: PyTree, sharding: NamedSharding) -> PyTree:
         f'found {leaf.sharding}.'
       )
     host = np.asarray(leaf)
+    if jax.process_count() == 1:  # Every shard is local: one transfer call.
+      return jax.device_put(host, sharding)
     return jax.make_array_from_callback(
       host.shape, sharding, lambda index: host[index]
     )

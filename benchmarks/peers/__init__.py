@@ -25,6 +25,8 @@ PEERS = {
     'tff': ('tff_client_work', 'tff', {'loop': 'DATASET_REDUCE'}),
     'tff_iterator': ('tff_client_work', 'tff', {'loop': 'DATASET_ITERATOR'}),
     'jaxclient_tff': ('jaxclient_tff_client_work', 'tff', {}),
+    'jaxclient_tff_jax': ('jaxclient_tff_client_work', 'tff',
+                          {'backend': 'jax'}),
 }
 
 

@@ -1,10 +1,11 @@
-"""jaxclient: `build_model_delta_client_work(...).next`, all clients in one
-jitted program.
+"""jaxclient: `build_model_delta_client_work(...).next`.
 
-Peer `jaxclient` runs on JAX's default device; `jaxclient_cores` first
-splits the CPU into one device per core (`set_cpu_device_count`) and spreads
-the cohort over them (`client_mesh`, `put_clients`): what a user of a
-multi-core CPU runs. On an accelerator the two are the same.
+Peer `jaxclient` is what a newcomer runs: the packed host data straight into
+`next`, nothing set (on a CPU, `import jaxclient` has made one device per
+core and `next` splits the cohort over them). `jaxclient_cores` does by hand
+what earlier releases needed: `set_cpu_device_count()`, then the cohort put
+on `client_mesh()` (`put_clients`) and the weights on every device. On an
+accelerator the two are the same.
 """
 
 import jax
@@ -33,16 +34,17 @@ def functional_model(workload: workloads.Workload) -> jc.FunctionalModel:
 def build(workload, data, learning_rate, one_device_per_core=False) -> Peer:
   if one_device_per_core:
     jc.sharding.set_cpu_device_count()
-  mesh = jc.sharding.client_mesh()
   model = functional_model(workload)
   process = jc.build_model_delta_client_work(
       model, jc.optimizers.build_sgdm(learning_rate=learning_rate),
       jc.ClientWeighting.NUM_EXAMPLES)
   state = process.initialize()
-  client_data = jc.sharding.put_clients(
-      {**data, 'mask': np.ones(data['y'].shape, bool)}, mesh)
-
-  weights = jc.sharding.put_replicated(model.initial_weights, mesh)
+  client_data = {**data, 'mask': np.ones(data['y'].shape, bool)}
+  weights = model.initial_weights
+  if one_device_per_core:
+    mesh = jc.sharding.client_mesh()
+    client_data = jc.sharding.put_clients(client_data, mesh)
+    weights = jc.sharding.put_replicated(weights, mesh)
 
   def run():
     return jax.block_until_ready(process.next(state, weights, client_data))

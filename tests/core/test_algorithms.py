@@ -132,6 +132,30 @@ def test_chunked_equals_unchunked(unchunked_run, clients_per_chunk):
       np.testing.assert_allclose(chunked_round[k], whole_round[k], rtol=1e-6)
 
 
+def test_a_small_memory_budget_chunks_the_round_same_numbers(unchunked_run):
+  process = scenario.build()
+  data = scenario.cohort(0)
+  need = jc.memory.client_bytes(process.client_work.training, data)
+  # Two clients per device fit: 7 clients run in chunks of 2 per device.
+  budget = 2 * (need.total + need.data)
+  fitted = scenario.build(strategy=jc.cohort.Auto(memory_bytes=budget))
+  cohort = fitted.prefetch(data)
+  size = 2 * fitted.mesh.size
+  assert cohort.chunks[0]['mask'].shape[0] == size
+  assert len(cohort.chunks) == -(-7 // size)
+  assert (f'the round trains in chunks of {size} clients: 2 per device fit '
+          f'in a budget of {budget >> 20} MiB per device') in (
+              fitted.plan(data).reason)
+  assert 'chunks' not in process.plan(data).reason  # The default fits.
+  trainable, metrics = scenario.run(fitted, num_rounds=2)
+  whole, whole_metrics = unchunked_run
+  for k in whole:
+    np.testing.assert_allclose(trainable[k], whole[k], rtol=1e-6, atol=1e-7)
+  for fitted_round, whole_round in zip(metrics, whole_metrics):
+    for k in whole_round:
+      np.testing.assert_allclose(fitted_round[k], whole_round[k], rtol=1e-6)
+
+
 def _count_clients_then_finalize(metrics):
   """A custom aggregator: sum-then-finalize plus the number of clients, which
   a chunked round can only get right from every client's own metrics."""
@@ -169,7 +193,8 @@ def test_prefetched_cohort_equals_host_data():
   process = scenario.build(clients_per_chunk=3)
   state = process.initialize()
   cohort = process.prefetch(scenario.cohort(0))
-  assert cohort.num_clients == 7 and len(cohort.chunks) == 3
+  assert cohort.num_clients == 7
+  assert len(cohort.chunks) == -(-7 // process.chunk_size)  # 3 a device.
   assert isinstance(cohort.chunks[0]['x'], jax.Array)
   assert isinstance(cohort.chunks[1]['x'], np.ndarray)
   a = process.next(state, cohort).state.global_model_weights

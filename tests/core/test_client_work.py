@@ -271,18 +271,9 @@ def test_strategies_are_checked():
       'Blocked.clients_per_block: expected a positive int, found 0.')):
     jc.cohort.Blocked(0)
   with pytest.raises(TypeError, match=re.escape(
-      'strategy: expected None or a jaxclient.cohort strategy (AllAtOnce, '
-      'Blocked, ShardedOverClients), found int.')):
+      'strategy: expected None or a jaxclient.cohort strategy (Auto, '
+      'AllAtOnce, Blocked, ShardedOverClients), found int.')):
     build(strategy=4)
   with pytest.raises(ValueError, match="ShardedOverClients.mesh: expected one "
                      "axis named 'clients'"):
     jc.cohort.ShardedOverClients(jax.sharding.Mesh(jax.devices(), ('x',)))
-
-
-@pytest.mark.skipif(jax.default_backend() != 'cpu', reason='CPU schedule')
-def test_default_plan_on_a_cpu_is_blocked_and_says_why():
-  data = jc.data.pack([{'x': X, 'y': Y}] * 3, batch_size=2)
-  strategy, reason = build().plan(data)
-  # The toy model's 12 bytes of weights: a block holds the whole cohort.
-  assert strategy == jc.cohort.Blocked(jc.cohort.CPU_BLOCK_BYTES // 12)
-  assert reason.startswith('on a CPU, blocks of ')

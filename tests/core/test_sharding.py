@@ -98,23 +98,27 @@ clients = [{'x': rng.normal(size=(n, 4)).astype(np.float32),
 model = jc.models.from_flax(Net(), clients[0]['x'][:1],
                             jc.losses.sparse_categorical_crossentropy,
                             sample_y=clients[0]['y'][:1], train_kwarg='train')
-process = jc.build_model_delta_client_work(
+process, one_device = (jc.build_model_delta_client_work(
     model, jc.optimizers.build_sgdm(0.1, momentum=0.9),
-    jc.ClientWeighting.NUM_EXAMPLES)
+    jc.ClientWeighting.NUM_EXAMPLES, strategy=strategy)
+    for strategy in (None, jc.cohort.AllAtOnce()))
 data, key = jc.data.pack(clients, batch_size=2), jax.random.PRNGKey(3)
 per_client = jax.tree.map(lambda w: np.stack([w * (1 + i) for i in range(4)]),
                           model.initial_weights)
 mesh = jc.sharding.client_mesh()
-one, two = (process.next(process.initialize(), place(per_client),
-                         place(data), rng=key)
-            for place in (lambda t: jax.device_put(t, jax.devices()[0]),
-                          lambda t: jc.sharding.put_clients(t, mesh)))
+one = one_device.next(one_device.initialize(), per_client, data, rng=key)
+two = process.next(process.initialize(), jc.sharding.put_clients(per_client, mesh),
+                   jc.sharding.put_clients(data, mesh), rng=key)
 assert len(jax.devices()) == 2
+assert len(one.result.update_weight.sharding.device_set) == 1
 assert len(two.result.update_weight.sharding.device_set) == 2
-# The plan says so: placed on the mesh, each device trains its own clients.
-placed, kept = process.plan(jc.sharding.put_clients(data, mesh)), process.plan(data)
-assert placed.strategy == jc.cohort.ShardedOverClients(mesh, kept.strategy)
+# The plan says so: placed on the mesh, each device trains its own clients;
+# host data is split over every device the same way.
+placed, host = process.plan(jc.sharding.put_clients(data, mesh)), process.plan(data)
+assert placed.strategy == host.strategy == jc.cohort.ShardedOverClients(
+    mesh, jc.cohort.AllAtOnce())
 assert "split over a 'clients' mesh of 2 devices" in placed.reason
+assert host.reason.startswith('JAX shows 2 cpu devices')
 for a, b in zip(jax.tree.leaves((one.result, one.measurements)),
                 jax.tree.leaves((two.result, two.measurements))):
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6,
@@ -126,7 +130,8 @@ print('ok')
 def test_next_on_a_client_sharded_cohort_equals_one_device():
   # Each of the 2 CPU devices trains its own 2 clients (shard_map); dropout
   # keys and per-client weights follow the clients to their device.
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env = {k: v for k, v in os.environ.items()
+         if k not in ('XLA_FLAGS', jc.sharding.CPU_DEVICES_ENV)}
   done = subprocess.run([sys.executable, '-c', _NEXT_ON_CORES], cwd=REPO,
                         env=env, capture_output=True, text=True, timeout=120)
   assert done.returncode == 0, done.stderr[-3000:]
