@@ -149,13 +149,6 @@ class Plan(NamedTuple):
 # -- the default ---------------------------------------------------------------
 
 
-def _trainable_bytes(training: client_lib.LocalTraining) -> int:
-  return sum(
-    np.size(leaf) * jnp.result_type(leaf).itemsize
-    for leaf in jax.tree.leaves(training.model.initial_weights.trainable)
-  )
-
-
 def _has_convolution(training: client_lib.LocalTraining) -> bool:
   model = training.model
   sample_batch = jax.tree.map(
@@ -179,7 +172,7 @@ def _fastest_block(training: client_lib.LocalTraining) -> tuple[int, str]:
       'on a CPU a model with convolutions trains one client at a time '
       '(vmapped convolutions become grouped ones, which XLA:CPU runs slower)'
     )
-  weights = _trainable_bytes(training)
+  weights = memory_lib.tree_bytes(training.model.initial_weights.trainable)
   if weights >= CPU_ONE_CLIENT_BYTES:
     return 1, (
       f'on a CPU a model with {weights >> 10} KiB of trainable weights '

@@ -19,6 +19,7 @@ import os
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxclient import client as client_lib
@@ -30,6 +31,7 @@ __all__ = [
   'available_bytes',
   'budget_bytes',
   'client_bytes',
+  'tree_bytes',
 ]
 
 # The share of a device's free memory the default plan may fill: the rest
@@ -82,9 +84,10 @@ def _values_bytes(jaxpr: Any) -> int:
   return total
 
 
-def _tree_bytes(tree: Any) -> int:
+def tree_bytes(tree: Any) -> int:
+  """The bytes of every leaf of `tree` (arrays or `jax.ShapeDtypeStruct`s)."""
   return sum(
-    int(np.prod(np.shape(leaf))) * leaf.dtype.itemsize
+    int(np.prod(np.shape(leaf))) * jnp.result_type(leaf).itemsize
     for leaf in jax.tree.leaves(tree)
   )
 
@@ -109,9 +112,9 @@ def client_bytes(
     dict(hparams), weights, one_client, key
   )
   return ClientBytes(
-    data=_tree_bytes(one_client),
+    data=tree_bytes(one_client),
     training=_values_bytes(jaxpr.jaxpr),
-    update=_tree_bytes(weights.trainable) + 4,
+    update=tree_bytes(weights.trainable) + 4,
   )
 
 
