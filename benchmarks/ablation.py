@@ -3,11 +3,14 @@
     python -m benchmarks.ablation [--workload 2nn] [--clients 1000 100]
 
 Times `ClientWorkProcess.next` on the benchmark workload as shipped, then
-with one part of the step changed at a time (in this process only),
-beside a bare `jit(vmap(client_update))` of the same SGD steps (what the
-DrJAX peer compiles). Prints one line per variant: median round time over
-interleaved repeats and the ratio to the bare vmap. Run it on the machine in
-question (the device machine for the GPU rows); it checks nothing.
+with one part of the step changed at a time (in this process only), beside
+the bare SGD steps of the same clients scheduled as jaxclient schedules
+them: on an accelerator a `jit(vmap(client_update))` (what the DrJAX peer
+compiles); on a CPU one client at a time (`lax.map`) on every device
+(`shard_map` over the client mesh), with the data placed there first. Prints
+one line per variant: median round time over interleaved repeats and the
+ratio to the bare steps. Run it on the machine in question (the device
+machine for the GPU rows); it checks nothing.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ def _patched(module, name, value):
     setattr(module, name, original)
 
 
+BARE = 'the bare SGD steps'
+
+
 def _variants(learning_rate):
   """name -> (context manager factory, optimizer factory)."""
   tff_sgd = lambda: jc.optimizers.build_sgdm(learning_rate)
@@ -53,6 +59,25 @@ def _variants(learning_rate):
       'with optax.sgd (no injected hparams)': (
           contextlib.nullcontext, lambda: optax.sgd(learning_rate)),
   }
+
+
+def _bare(workload, data):
+  """The bare SGD steps as jaxclient schedules them, and their data."""
+  update = workloads.sgd_client_update(workload, workloads.LEARNING_RATE)
+  params = workload.init()
+  if jax.devices()[0].platform != 'cpu':
+    data = jax.device_put(data)
+    train = jax.jit(jax.vmap(update, in_axes=(None, 0, 0)))
+    return lambda: train(params, data['x'], data['y']), data
+  mesh = jc.sharding.client_mesh()
+  clients = jc.sharding.clients_sharding(mesh).spec
+  train = jax.jit(jc.sharding.map_client_shards(
+      lambda p, x, y: jax.lax.map(lambda xy: update(p, *xy), (x, y)), mesh,
+      in_specs=(jax.sharding.PartitionSpec(), clients, clients),
+      out_specs=clients))
+  data = jc.sharding.put_clients(data, mesh)
+  params = jc.sharding.put_replicated(params, mesh)
+  return lambda: train(params, data['x'], data['y']), data
 
 
 def _seconds(fn):
@@ -72,14 +97,10 @@ def main(argv=None):
   rows = []
   for num_clients in args.clients:
     data = workloads.client_data(workload, num_clients)
-    device_data = jax.device_put(
-        {**data, 'mask': np.ones(data['y'].shape, bool)})
+    bare, device_data = _bare(
+        workload, {**data, 'mask': np.ones(data['y'].shape, bool)})
     model = functional_model(workload)
-    bare = jax.jit(jax.vmap(
-        workloads.sgd_client_update(workload, workloads.LEARNING_RATE),
-        in_axes=(None, 0, 0)))
-    runs = {'bare vmap of the SGD steps (DrJAX-like)': lambda: bare(
-        model.initial_weights.trainable, device_data['x'], device_data['y'])}
+    runs = {BARE: bare}
     for name, (context, optimizer) in _variants(
         workloads.LEARNING_RATE).items():
       with context():
@@ -92,11 +113,11 @@ def main(argv=None):
           s, model.initial_weights, device_data))
     samples = {name: [] for name in runs}
     for run in runs.values():
-      _seconds(run)  # compiles the bare vmap; warms the others
+      _seconds(run)  # compiles the bare steps; warms the others
     for _ in range(args.repeats):  # interleaved: drift hits all alike
       for name, run in runs.items():
         samples[name].append(_seconds(run))
-    base = np.median(samples['bare vmap of the SGD steps (DrJAX-like)'])
+    base = np.median(samples[BARE])
     for name, times in samples.items():
       rows.append({'clients': num_clients, 'variant': name,
                    'median_s': float(np.median(times)),

@@ -105,21 +105,23 @@ def overhead(calls=300):
       jc.ClientWeighting.NUM_EXAMPLES)
   state, weights = process.initialize(), model.initial_weights
 
-  def per_call(fn):
-    jax.block_until_ready(fn())
-    start = time.perf_counter()
+  def per_call(fn):  # Waits for every call: more than 32 unfinished
+    jax.block_until_ready(fn())  # programs over CPU devices can deadlock
+    start = time.perf_counter()  # (docs/dependencies.md).
     for _ in range(calls):
-      out = fn()
-    jax.block_until_ready(out)
+      jax.block_until_ready(fn())
     return (time.perf_counter() - start) / calls
   full = per_call(lambda: process.next(state, weights, data))
   program_fn = jax.jit(functools.partial(
       client_work._next_program, process.training,  # pylint: disable=protected-access
       jc.metrics.sum_then_finalize(process.training.metrics)),
-                       static_argnames='strategy')
+                       static_argnames=('strategy', 'num_clients'))
   strategy = process.plan(data).strategy
-  program = per_call(lambda: program_fn(state, weights, data, None,
-                                        strategy=strategy))
+  placed_weights, placed_data = client_work._placed(  # pylint: disable=protected-access
+      strategy, weights, data, False)
+  program = per_call(lambda: program_fn(
+      state, placed_weights, placed_data, None, strategy=strategy,
+      num_clients=2))
   print(f'next {full * 1e6:.0f} us per call, its program alone '
         f'{program * 1e6:.0f} us: checks and dispatch '
         f'{(full - program) * 1e6:.0f} us')

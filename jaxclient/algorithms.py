@@ -44,7 +44,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
-from jaxclient import _validation, optimizers, rounds
+from jaxclient import _in_flight, _validation, optimizers, rounds
 from jaxclient import client as client_lib
 from jaxclient import client_work as client_work_lib
 from jaxclient import cohort as cohort_lib
@@ -330,7 +330,7 @@ def _compile_round(training, server_optimizer, aggregate_metrics, mesh):
     out_shardings=sharding_lib.replicated_sharding(mesh),
     static_argnames='num_clients' if aggregate_metrics else None,
   )
-  return train_chunk, finish
+  return _in_flight.bounded(train_chunk), _in_flight.bounded(finish)
 
 
 def _next_fn(client_work, server_optimizer, aggregate_metrics, mesh, as_cohort):
@@ -380,6 +380,12 @@ def _build_process(
     else sharding_lib.padded_size(clients_per_chunk, mesh)
   )
 
+  @functools.cache
+  def chunk_for(shapes):
+    return _chunk_that_fits(
+      training, memory_lib.shape_structs(shapes), mesh, memory_bytes
+    )
+
   def prefetch(client_data):
     input_spec = training.model.input_spec
     if chunk_size is not None:
@@ -388,7 +394,7 @@ def _build_process(
       _validation.check_client_data(
         input_spec, client_data, ('clients', 'batches', 'batch_size')
       )
-      size, why = _chunk_that_fits(training, client_data, mesh, memory_bytes)
+      size, why = chunk_for(memory_lib.shapes_of(client_data))
     return rounds.prefetch(input_spec, client_data, mesh, size, why)
 
   def as_cohort(client_data):
@@ -455,7 +461,8 @@ def build_weighted_fed_avg(
       (rounded up to a multiple of the mesh size) and sums their weighted
       updates as it goes; device memory then grows with the chunk, not with
       the cohort. Default: as many as fit in the memory budget (the whole
-      cohort when it fits; `jaxclient.memory`).
+      cohort when it fits; `jaxclient.memory`), worked out once per data
+      shape (the free memory is read then).
     strategy: how each device runs its clients, `jaxclient.cohort.AllAtOnce()`
       or `Blocked(n)`; default `jaxclient.cohort.Auto()`,
       `default_planner`'s choice (`Auto(memory_bytes=...)` also sets the

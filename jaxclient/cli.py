@@ -493,13 +493,15 @@ class _RoundSampler:
     # `pack` fits the batch to this cohort's largest client, whose every
     # example then lies in its first batch: padding back to the round's
     # batch size gives the same arrays as packing at that size.
-    short = self.batch_size - packed['mask'].shape[2]
-    if not short:
+    if packed['mask'].shape[2] == self.batch_size:
       return packed
-    return {
-      k: np.pad(a, [(0, 0), (0, 0), (0, short)] + [(0, 0)] * (a.ndim - 3))
-      for k, a in packed.items()
-    }
+    return {k: self._widened(a) for k, a in packed.items()}
+
+  def _widened(self, array):
+    shape = array.shape[:2] + (self.batch_size,) + array.shape[3:]
+    wide = data_lib.aligned_zeros(shape, array.dtype)
+    wide[:, :, : array.shape[2]] = array
+    return wide
 
 
 def _evaluator(model, test):

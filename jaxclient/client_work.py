@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxclient import _validation
+from jaxclient import _in_flight, _validation
 from jaxclient import client as client_lib
 from jaxclient import cohort as cohort_lib
 from jaxclient import metrics as metrics_lib
@@ -221,9 +221,11 @@ def _next_fn(
       jax.eval_shape(training.optimizer.init, trainable), 'hyperparams', {}
     )
   )
-  compiled = jax.jit(
-    functools.partial(_next_program, training, aggregate_metrics),
-    static_argnames=('strategy', 'num_clients'),
+  compiled = _in_flight.bounded(
+    jax.jit(
+      functools.partial(_next_program, training, aggregate_metrics),
+      static_argnames=('strategy', 'num_clients'),
+    )
   )
 
   def next_fn(

@@ -274,12 +274,13 @@ def default_planner(
   How, on each device: one `vmap` on GPU/TPU; on a CPU one client at a
   time, or vmapped blocks for small models (`CPU_ONE_CLIENT_BYTES`); never
   more clients at once than fit in the memory budget
-  (`jaxclient.memory`). Worked out once per data shape and placement.
+  (`jaxclient.memory`). Worked out once per data shape and placement (the
+  free memory is read then).
   """
 
   @functools.cache
   def plan_for(shapes, mesh, where) -> Plan:
-    data = {k: jax.ShapeDtypeStruct(s, d) for k, (s, d) in shapes}
+    data = memory_lib.shape_structs(shapes)
     devices = 1 if mesh is None else mesh.size
     device = jax.devices()[0] if mesh is None else mesh.devices.flat[0]
     inner = _device_plan(training, data, devices, memory_bytes, device)
@@ -292,11 +293,7 @@ def default_planner(
 
   def plan(client_data: ClientData) -> Plan:
     mesh, where = _where_to_train(client_data['mask'])
-    shapes = tuple(
-      (k, (tuple(np.shape(client_data[k])), np.dtype(client_data[k].dtype)))
-      for k in ('x', 'y', 'mask')
-    )
-    return plan_for(shapes, mesh, where)
+    return plan_for(memory_lib.shapes_of(client_data), mesh, where)
 
   return plan
 

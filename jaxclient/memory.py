@@ -31,6 +31,8 @@ __all__ = [
   'available_bytes',
   'budget_bytes',
   'client_bytes',
+  'shape_structs',
+  'shapes_of',
   'tree_bytes',
 ]
 
@@ -90,6 +92,21 @@ def tree_bytes(tree: Any) -> int:
     int(np.prod(np.shape(leaf))) * jnp.result_type(leaf).itemsize
     for leaf in jax.tree.leaves(tree)
   )
+
+
+def shapes_of(client_data: ClientData) -> tuple:
+  """The shapes and dtypes of `client_data`'s `x`, `y` and `mask`, hashable:
+  what a plan worked out once per data shape is cached by."""
+  return tuple(
+    (k, (tuple(np.shape(client_data[k])), np.dtype(client_data[k].dtype)))
+    for k in ('x', 'y', 'mask')
+  )
+
+
+def shape_structs(shapes: tuple) -> dict[str, jax.ShapeDtypeStruct]:
+  """`shapes_of`'s summary back as `jax.ShapeDtypeStruct`s, which
+  `client_bytes` takes."""
+  return {k: jax.ShapeDtypeStruct(shape, dtype) for k, (shape, dtype) in shapes}
 
 
 def client_bytes(

@@ -42,6 +42,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxclient import _jax_internals, _validation
+from jaxclient import data as data_lib
 from jaxclient.typing import PyTree
 
 __all__ = [
@@ -201,7 +202,9 @@ def padded_size(num_clients: int, mesh: Mesh) -> int:
 
 
 def pad_clients(tree: PyTree, size: int) -> PyTree:
-  """Pads every leaf's leading axis with zeros up to `size` (host numpy).
+  """Pads every leaf's leading axis with zeros up to `size` (host numpy,
+  aligned as `jaxclient.data.aligned_zeros`, so a CPU device reads it in
+  place).
 
   Zero padding is inert client data: its `mask` is False everywhere.
   """
@@ -215,30 +218,37 @@ def pad_clients(tree: PyTree, size: int) -> PyTree:
       )
     if leaf.shape[0] == size:
       return leaf
-    widths = [(0, size - leaf.shape[0])] + [(0, 0)] * (leaf.ndim - 1)
-    return np.pad(leaf, widths)
+    padded = data_lib.aligned_zeros((size,) + leaf.shape[1:], leaf.dtype)
+    padded[: leaf.shape[0]] = leaf
+    return padded
 
   return jax.tree.map(pad, tree)
 
 
 def _put(tree: PyTree, sharding: NamedSharding) -> PyTree:
-  def put(leaf):
+  leaves, structure = jax.tree.flatten(tree)
+  moving = []
+  for i, leaf in enumerate(leaves):
     if isinstance(leaf, jax.Array) and leaf.sharding == sharding:
-      return leaf
+      continue
     if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable:
       raise ValueError(
         'put: a global array spread over several processes '
         f'must already have the sharding {sharding.spec}; '
         f'found {leaf.sharding}.'
       )
-    host = np.asarray(leaf)
-    if jax.process_count() == 1:  # Every shard is local: one transfer call.
-      return jax.device_put(host, sharding)
-    return jax.make_array_from_callback(
-      host.shape, sharding, lambda index: host[index]
-    )
-
-  return jax.tree.map(put, tree)
+    moving.append(i)
+  hosts = [np.asarray(leaves[i]) for i in moving]
+  if jax.process_count() == 1:  # Every shard is local: one transfer call.
+    placed = jax.device_put(hosts, sharding)
+  else:
+    placed = [
+      jax.make_array_from_callback(host.shape, sharding, host.__getitem__)
+      for host in hosts
+    ]
+  for i, array in zip(moving, placed, strict=True):
+    leaves[i] = array
+  return jax.tree.unflatten(structure, leaves)
 
 
 def put_clients(tree: PyTree, mesh: Mesh) -> PyTree:

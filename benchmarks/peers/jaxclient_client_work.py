@@ -1,7 +1,7 @@
 """jaxclient: `build_model_delta_client_work(...).next`.
 
-Peer `jaxclient` is what a newcomer runs: the packed host data straight into
-`next`, nothing set (on a CPU, `import jaxclient` has made one device per
+Peer `jaxclient` is what a newcomer runs: each client's examples packed by
+`jc.data.pack` and the host arrays straight into `next`, nothing set (on a CPU, `import jaxclient` has made one device per
 core and `next` splits the cohort over them). `jaxclient_cores` does by hand
 what earlier releases needed: `set_cpu_device_count()`, then the cohort put
 on `client_mesh()` (`put_clients`) and the weights on every device. On an
@@ -11,7 +11,6 @@ accelerator the two are the same.
 import jax
 import jax.numpy as jnp
 import jaxclient as jc
-import numpy as np
 
 from benchmarks import workloads
 from benchmarks.peers import Peer
@@ -39,7 +38,10 @@ def build(workload, data, learning_rate, one_device_per_core=False) -> Peer:
       model, jc.optimizers.build_sgdm(learning_rate=learning_rate),
       jc.ClientWeighting.NUM_EXAMPLES)
   state = process.initialize()
-  client_data = {**data, 'mask': np.ones(data['y'].shape, bool)}
+  num_clients, num_batches, batch_size = data['y'].shape
+  client_data = jc.data.pack(
+      [{k: data[k][i].reshape((num_batches * batch_size,) + data[k].shape[3:])
+        for k in ('x', 'y')} for i in range(num_clients)], batch_size)
   weights = model.initial_weights
   if one_device_per_core:
     mesh = jc.sharding.client_mesh()

@@ -43,12 +43,24 @@ def _numpy_fedavg(num_rounds, weighting):
   return params, losses
 
 
+@pytest.fixture(scope='module')
+def process():
+  """`scenario.build()` (NUM_EXAMPLES weighting), shared: a process is
+  stateless, and its programs compile once for the scenario's shapes."""
+  return scenario.build()
+
+
+@pytest.fixture(scope='module')
+def uniform_process():
+  """`scenario.build()` with UNIFORM client weighting, shared likewise."""
+  return scenario.build(client_weighting=jc.ClientWeighting.UNIFORM)
+
+
 @pytest.mark.parametrize('weighting', ['examples', 'uniform'])
-def test_rounds_equal_a_numpy_fedavg_loop(weighting):
-  process = scenario.build(client_weighting=(
-      jc.ClientWeighting.NUM_EXAMPLES if weighting == 'examples'
-      else jc.ClientWeighting.UNIFORM))
-  trainable, metrics = scenario.run(process, num_rounds=3)
+def test_rounds_equal_a_numpy_fedavg_loop(process, uniform_process,
+                                          weighting):
+  trainable, metrics = scenario.run(
+      process if weighting == 'examples' else uniform_process, num_rounds=3)
   expected, losses = _numpy_fedavg(3, weighting)
   for k in expected:
     np.testing.assert_allclose(trainable[k], expected[k], rtol=1e-5,
@@ -72,10 +84,16 @@ def client_work_then_weighted_mean(data):
   return initial, work, means
 
 
-def test_round_is_client_work_then_weighted_mean_then_server_step():
-  process = scenario.build()
+@pytest.fixture(scope='module')
+def first_cohort_by_hand():
+  """`client_work_then_weighted_mean(scenario.cohort(0))`, computed once."""
+  return client_work_then_weighted_mean(scenario.cohort(0))
+
+
+def test_round_is_client_work_then_weighted_mean_then_server_step(
+    process, first_cohort_by_hand):
   data = scenario.cohort(0)
-  initial, work, means = client_work_then_weighted_mean(data)
+  initial, work, means = first_cohort_by_hand
 
   state, metrics = process.next(process.initialize(), data)
 
@@ -92,8 +110,7 @@ def test_round_is_client_work_then_weighted_mean_then_server_step():
     np.testing.assert_allclose(train[k], expected[k], rtol=1e-6)
 
 
-def test_metrics_and_state_nest_like_tff():
-  process = scenario.build()
+def test_metrics_and_state_nest_like_tff(process):
   state = process.initialize()
   assert isinstance(state, algorithms.LearningAlgorithmState)
   assert state._fields == ('global_model_weights', 'distributor',
@@ -115,8 +132,8 @@ def test_metrics_and_state_nest_like_tff():
 
 
 @pytest.fixture(scope='module')
-def unchunked_run():
-  return scenario.run(scenario.build(), num_rounds=2)
+def unchunked_run(process):
+  return scenario.run(process, num_rounds=2)
 
 
 @pytest.mark.parametrize('clients_per_chunk', [1, 3, 100])
@@ -132,8 +149,8 @@ def test_chunked_equals_unchunked(unchunked_run, clients_per_chunk):
       np.testing.assert_allclose(chunked_round[k], whole_round[k], rtol=1e-6)
 
 
-def test_a_small_memory_budget_chunks_the_round_same_numbers(unchunked_run):
-  process = scenario.build()
+def test_a_small_memory_budget_chunks_the_round_same_numbers(unchunked_run,
+                                                             process):
   data = scenario.cohort(0)
   need = jc.memory.client_bytes(process.client_work.training, data)
   # Two clients per device fit: 7 clients run in chunks of 2 per device.
@@ -179,9 +196,8 @@ def test_chunked_custom_aggregator_sees_every_client_once():
     np.testing.assert_allclose(result['loss'], results[0]['loss'], rtol=1e-6)
 
 
-def test_chunks_give_padding_clients_no_weight_under_uniform():
-  whole, _ = scenario.run(scenario.build(
-      client_weighting=jc.ClientWeighting.UNIFORM), num_rounds=1)
+def test_chunks_give_padding_clients_no_weight_under_uniform(uniform_process):
+  whole, _ = scenario.run(uniform_process, num_rounds=1)
   chunked, _ = scenario.run(scenario.build(
       client_weighting=jc.ClientWeighting.UNIFORM, clients_per_chunk=4),
                             num_rounds=1)  # 7 clients -> one padding client.
@@ -202,8 +218,7 @@ def test_prefetched_cohort_equals_host_data():
   assert jax.tree.all(jax.tree.map(np.array_equal, a, b))
 
 
-def test_zero_total_weight_is_rejected_like_tff():
-  process = scenario.build()
+def test_zero_total_weight_is_rejected_like_tff(process):
   data = jc.data.pack([{'x': np.zeros((0, 3), np.float32),
                         'y': np.zeros((0,), np.int32)}] * 2, 2)
   state = process.initialize()
@@ -212,8 +227,7 @@ def test_zero_total_weight_is_rejected_like_tff():
   assert jax.tree.all(jax.tree.map(np.array_equal, new_state, state))
 
 
-def test_model_weights_round_trip_and_errors():
-  process = scenario.build()
+def test_model_weights_round_trip_and_errors(process):
   state = process.initialize()
   weights = process.get_model_weights(state)
   doubled = jax.tree.map(lambda w: 2 * np.asarray(w), weights)
@@ -249,19 +263,17 @@ def test_bad_arguments_name_the_field():
     process.next(process.initialize(), data)
 
 
-def test_default_server_optimizer_is_plain_fedavg():
-  process = algorithms.build_weighted_fed_avg(
+def test_default_server_optimizer_is_plain_fedavg(first_cohort_by_hand):
+  plain = algorithms.build_weighted_fed_avg(
       scenario.model(), jc.optimizers.build_sgdm(scenario.CLIENT_LR))
-  data = scenario.cohort(0)
-  initial, _, means = client_work_then_weighted_mean(data)
-  state, _ = process.next(process.initialize(), data)
+  initial, _, means = first_cohort_by_hand
+  state, _ = plain.next(plain.initialize(), scenario.cohort(0))
   for k, w0 in initial.trainable.items():
     np.testing.assert_allclose(state.global_model_weights.trainable[k],
                                np.asarray(w0) - means[k], rtol=1e-6, atol=1e-7)
 
 
-def test_checkpoint_restore_resumes_to_the_same_state(tmp_path):
-  process = scenario.build()
+def test_checkpoint_restore_resumes_to_the_same_state(tmp_path, process):
   state = process.initialize()
   for round_num in range(3):
     state = process.next(state, scenario.cohort(round_num)).state

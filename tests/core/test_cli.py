@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 import jaxclient as jc
 from jaxclient import cli
 from jaxclient import datasets
+from tests.core import children
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
@@ -24,6 +26,22 @@ TINY = ['--num-clients', '10', '--clients-per-round', '3', '--batch-size',
 def _history(output_dir):
   with open(os.path.join(output_dir, 'history.json')) as f:
     return json.load(f)
+
+
+@pytest.fixture(scope='module')
+def two_round_run(tmp_path_factory):
+  """The outputs of a TINY 2-round run; tests work on copies of them
+  (`_copy_of`), so that one training run serves every test that needs an
+  earlier run in its output directory."""
+  out = tmp_path_factory.mktemp('two_round_run') / 'run'
+  assert cli.main(TINY + ['--rounds', '2', '--output-dir', str(out)]) == 0
+  return out
+
+
+def _copy_of(run, directory):
+  """A copy of `run`'s output directory at `directory` (made)."""
+  shutil.copytree(run, directory)
+  return directory
 
 
 def test_default_run_reaches_good_accuracy(tmp_path, capsys):
@@ -51,10 +69,11 @@ def _final_state(output_dir):
   return jc.checkpoint.read_leaves(os.path.join(output_dir, cli.CHECKPOINT))
 
 
-def test_resume_reaches_the_uninterrupted_result(tmp_path):
-  whole, part = str(tmp_path / 'whole'), str(tmp_path / 'part')
+def test_resume_reaches_the_uninterrupted_result(tmp_path, two_round_run):
+  whole = str(tmp_path / 'whole')
+  part = str(_copy_of(two_round_run, tmp_path / 'part'))
   assert cli.main(TINY + ['--rounds', '5', '--output-dir', whole]) == 0
-  assert cli.main(TINY + ['--rounds', '2', '--output-dir', part]) == 0
+  assert int(_final_state(part)["['round']"]) == 2
   assert cli.main(TINY + ['--rounds', '5', '--output-dir', part,
                           '--resume']) == 0
   a, b = _final_state(whole), _final_state(part)
@@ -91,17 +110,17 @@ def test_bad_flags_give_one_error_line(tmp_path, capsys, argv, message):
   assert message in lines[0]
 
 
-def test_resume_with_changed_flags_is_an_error(tmp_path, capsys):
-  out = str(tmp_path)
-  assert cli.main(TINY + ['--rounds', '1', '--output-dir', out]) == 0
+def test_resume_with_changed_flags_is_an_error(tmp_path, capsys,
+                                              two_round_run):
+  out = _copy_of(two_round_run, tmp_path / 'o')
   capsys.readouterr()
-  assert cli.main(TINY + ['--rounds', '2', '--output-dir', out, '--resume',
-                          '--client-lr', '0.5']) == 2
+  assert cli.main(TINY + ['--rounds', '3', '--output-dir', str(out),
+                          '--resume', '--client-lr', '0.5']) == 2
   assert capsys.readouterr().err.strip() == (
       f'jaxclient: error: --resume: flags differ from the checkpointed run in '
       f'{out}: --client-lr was 0.2, now 0.5.')
-  (tmp_path / cli.CHECKPOINT).write_bytes(b'\x00garbage')
-  assert cli.main(TINY + ['--rounds', '2', '--output-dir', out,
+  (out / cli.CHECKPOINT).write_bytes(b'\x00garbage')
+  assert cli.main(TINY + ['--rounds', '3', '--output-dir', str(out),
                           '--resume']) == 2
   err = capsys.readouterr().err.strip()
   assert err.startswith(f'jaxclient: error: --resume: {out}/'
@@ -128,14 +147,17 @@ def test_user_npz_runs_and_bad_npz_is_one_line(tmp_path, capsys):
       'labels of shape (2,), found shape (2,) float64.')
 
 
-def test_module_entry_point_exit_status_and_no_traceback(tmp_path):
-  done = subprocess.run(
-      [sys.executable, '-m', 'jaxclient', '--dataset', 'npz', '--data-file',
-       str(tmp_path / 'missing.npz')], cwd=REPO, capture_output=True,
-      text=True, timeout=120)
+_MISSING = children.scratch('missing.npz')
+children.ahead('python -m jaxclient', [[
+    sys.executable, '-m', 'jaxclient', '--dataset', 'npz', '--data-file',
+    _MISSING]])
+
+
+def test_module_entry_point_exit_status_and_no_traceback():
+  (done,) = children.result('python -m jaxclient')
   assert done.returncode == 2
   assert done.stderr.strip() == (
-      f'jaxclient: error: {tmp_path / "missing.npz"}: no such data file.')
+      f'jaxclient: error: {_MISSING}: no such data file.')
   assert 'Traceback' not in done.stderr + done.stdout
 
 
@@ -305,10 +327,10 @@ def _flip_a_byte(path):
   open(path, 'wb').write(bytes(data))
 
 
-def test_resume_from_a_corrupted_checkpoint_is_one_line(tmp_path, capsys):
-  out = str(tmp_path)
-  assert cli.main(TINY + ['--rounds', '2', '--output-dir', out]) == 0
-  _flip_a_byte(tmp_path / cli.CHECKPOINT)
+def test_resume_from_a_corrupted_checkpoint_is_one_line(tmp_path, capsys,
+                                                        two_round_run):
+  out = str(_copy_of(two_round_run, tmp_path / 'o'))
+  _flip_a_byte(os.path.join(out, cli.CHECKPOINT))
   capsys.readouterr()
   assert cli.main(TINY + ['--rounds', '3', '--output-dir', out,
                           '--resume']) == 2
@@ -318,10 +340,10 @@ def test_resume_from_a_corrupted_checkpoint_is_one_line(tmp_path, capsys):
 
 
 def test_orphaned_checkpoint_temporaries_are_removed_at_the_next_start(
-    tmp_path):
-  out = tmp_path
-  assert cli.main(TINY + ['--rounds', '1', '--output-dir', str(out)]) == 0
+    tmp_path, two_round_run):
+  out = _copy_of(two_round_run, tmp_path / 'o')
   (out / '.checkpoint-0123456789abcdef').write_bytes(b'half a checkpoint')
+  # Resumed at its last round: the start alone, nothing left to train.
   assert cli.main(TINY + ['--rounds', '2', '--output-dir', str(out),
                           '--resume']) == 0
   assert not list(out.glob('.checkpoint-*'))
@@ -336,9 +358,9 @@ def _snapshot(directory):
           for p in sorted(directory.iterdir())}
 
 
-def test_an_existing_run_is_never_overwritten_silently(tmp_path, capsys):
-  out = tmp_path
-  assert cli.main(TINY + ['--rounds', '3', '--output-dir', str(out)]) == 0
+def test_an_existing_run_is_never_overwritten_silently(tmp_path, capsys,
+                                                       two_round_run):
+  out = _copy_of(two_round_run, tmp_path / 'o')
   before = _snapshot(out)
   capsys.readouterr()
   assert cli.main(TINY + ['--rounds', '1', '--output-dir', str(out)]) == 2
@@ -348,18 +370,18 @@ def test_an_existing_run_is_never_overwritten_silently(tmp_path, capsys):
       '--resume to continue its run or --overwrite to replace its outputs.')
   assert _snapshot(out) == before
   # --resume with fewer rounds than the checkpoint holds.
-  assert cli.main(TINY + ['--rounds', '2', '--output-dir', str(out),
+  assert cli.main(TINY + ['--rounds', '1', '--output-dir', str(out),
                           '--resume']) == 2
   assert _one_error_line(capsys.readouterr().err) == (
-      f'jaxclient: error: --resume: the checkpoint in {out} holds round 3, '
-      'more than --rounds 2; pass --rounds 3 or more.')
+      f'jaxclient: error: --resume: the checkpoint in {out} holds round 2, '
+      'more than --rounds 1; pass --rounds 2 or more.')
   assert _snapshot(out) == before
   assert cli.main(TINY + ['--rounds', '2', '--output-dir', str(out),
                           '--resume', '--overwrite']) == 2
   assert 'not allowed with argument' in _one_error_line(
       capsys.readouterr().err)
   assert _snapshot(out) == before
-  # --overwrite replaces the old outputs: nothing of the 3-round run stays.
+  # --overwrite replaces the old outputs: nothing of the 2-round run stays.
   assert cli.main(TINY + ['--rounds', '1', '--output-dir', str(out),
                           '--overwrite', '--checkpoint-every', '5']) == 0
   assert [h['round'] for h in _history(out)['history']] == [1]
@@ -399,13 +421,13 @@ def _history_without_config(tmp_path):
      'and with --overwrite to start over.'),
 ])
 def test_unusable_files_are_one_line_not_a_traceback(tmp_path, capsys, make,
-                                                     argv, message):
-  assert cli.main(TINY + ['--rounds', '1', '--output-dir',
-                          str(tmp_path / 'o')]) == 0
+                                                     argv, message,
+                                                     two_round_run):
+  _copy_of(two_round_run, tmp_path / 'o')
   make(tmp_path)
   capsys.readouterr()
   argv = [a.format(tmp=tmp_path) for a in argv]
-  assert cli.main(TINY + ['--rounds', '2'] + argv) == 2
+  assert cli.main(TINY + ['--rounds', '3'] + argv) == 2
   assert _one_error_line(capsys.readouterr().err) == (
       'jaxclient: error: ' + message.format(tmp=tmp_path))
 
@@ -432,8 +454,10 @@ def _poll_rounds(output_dir):
 
 
 def test_sigkill_mid_run_then_resume_equals_the_uninterrupted_run(tmp_path):
-  flags = TINY + ['--rounds', '40', '--checkpoint-every', '1',
-                  '--cpu-devices', '2']
+  # Synthetic data: three fresh processes, none of which imports
+  # scikit-learn for digits (seconds each).
+  flags = TINY + ['--dataset', 'synthetic', '--rounds', '40',
+                  '--checkpoint-every', '1', '--cpu-devices', '2']
   whole, killed = str(tmp_path / 'whole'), str(tmp_path / 'killed')
   command = [sys.executable, '-m', 'jaxclient'] + flags
   env = dict(os.environ, JAX_PLATFORMS='cpu')

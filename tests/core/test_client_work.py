@@ -25,8 +25,17 @@ def build(optimizer=None, weighting=jc.ClientWeighting.NUM_EXAMPLES, **kwargs):
 WEIGHTS = toy_models.linear_regression().initial_weights
 
 
-def test_non_finite_update_is_zeroed_weighted_zero_and_metrics_reset():
-  process = build()
+@pytest.fixture(scope='module')
+def sgd_process():
+  """`build()`, shared by the tests that need no other optimizer or
+  weighting: a process is stateless, and its program compiles once per
+  shape of cohort."""
+  return build()
+
+
+def test_non_finite_update_is_zeroed_weighted_zero_and_metrics_reset(
+    sgd_process):
+  process = sgd_process
   bad_y = Y.copy()
   bad_y[1] = np.inf
   data = jc.data.pack([{'x': X, 'y': Y}, {'x': X, 'y': bad_y}], batch_size=2)
@@ -74,8 +83,8 @@ def test_all_padding_batch_between_batches_is_inert(optimizer):
     np.testing.assert_array_equal(leaf_a, leaf_b)
 
 
-def test_padded_examples_contribute_nothing_even_if_not_zero():
-  process = build()
+def test_padded_examples_contribute_nothing_even_if_not_zero(sgd_process):
+  process = sgd_process
   data = jc.data.pack([{'x': X[:3], 'y': Y[:3]}], batch_size=2)
   noisy = dict(data)
   noisy['x'] = np.where(data['mask'][..., None], data['x'], 1e6)
@@ -102,13 +111,13 @@ def test_callable_weighting_receives_unfinalized_metrics():
       seen)
 
 
-def test_custom_metrics_aggregator_replaces_sum_then_finalize():
+def test_custom_metrics_aggregator_replaces_sum_then_finalize(sgd_process):
   def doubling(metrics):
     default = jc.metrics.sum_then_finalize(metrics)
     return lambda stacked: jax.tree.map(lambda v: 2 * v, default(stacked))
 
   data = jc.data.pack([{'x': X, 'y': Y}, {'x': X[:1], 'y': Y[:1]}], 2)
-  plain = build().next(build().initialize(), WEIGHTS, data)
+  plain = sgd_process.next(sgd_process.initialize(), WEIGHTS, data)
   doubled = build(metrics_aggregator=doubling)
   out = doubled.next(doubled.initialize(), WEIGHTS, data)
   for key, value in plain.measurements['train'].items():
@@ -116,18 +125,19 @@ def test_custom_metrics_aggregator_replaces_sum_then_finalize():
                                err_msg=key)
 
 
-def test_model_metric_finalizes_over_all_clients():
+def test_model_metric_finalizes_over_all_clients(sgd_process):
   clients = [{'x': X, 'y': Y}, {'x': X[:2], 'y': Y[:2] + 1}]
-  out = build().next(build().initialize(), WEIGHTS,
-                     jc.data.pack(clients, batch_size=4))
+  out = sgd_process.next(sgd_process.initialize(), WEIGHTS,
+                         jc.data.pack(clients, batch_size=4))
   # One batch per client from zero weights: predictions are all zero.
   all_y = np.concatenate([Y, Y[:2] + 1])
   np.testing.assert_allclose(out.measurements['train']['mean_squared_error'],
                              np.mean(all_y**2), rtol=1e-6)
 
 
-def test_set_hparams_changes_training_and_get_hparams_reads_back():
-  process = build()
+def test_set_hparams_changes_training_and_get_hparams_reads_back(
+    sgd_process):
+  process = sgd_process
   state = process.set_hparams(process.initialize(), {'learning_rate': 0.2})
   assert float(process.get_hparams(state)['learning_rate']) == pytest.approx(
       0.2)
@@ -145,8 +155,8 @@ def test_optimizer_without_injected_hparams_has_empty_state():
   assert float(out.result.update_weight[0]) == 4.0
 
 
-def test_per_client_weights_equal_separate_runs():
-  process = build()
+def test_per_client_weights_equal_separate_runs(sgd_process):
+  process = sgd_process
   other = jax.tree.map(lambda v: v + 0.5, WEIGHTS)
   stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), WEIGHTS, other)
   clients = [{'x': X, 'y': Y}, {'x': X[1:], 'y': Y[1:]}]
@@ -160,8 +170,8 @@ def test_per_client_weights_equal_separate_runs():
       np.testing.assert_allclose(leaf_both[i], leaf_alone[0], rtol=1e-6)
 
 
-def test_client_update_is_jittable_for_one_client():
-  process = build()
+def test_client_update_is_jittable_for_one_client(sgd_process):
+  process = sgd_process
   data = jc.data.pack([{'x': X, 'y': Y}], batch_size=3)
   one = jax.tree.map(lambda v: v[0], data)
   result, metrics = jax.jit(process.client_update)(process.initialize(),
@@ -241,27 +251,42 @@ def test_dropout_randomness_is_per_client_and_independent_of_cohort():
                             changed.result.update['kernel'][0])
 
 
-@pytest.mark.parametrize('clients_per_block, used', [(1, 1), (2, 2), (4, 3),
-                                                     (100, 6)])
-def test_blocked_strategy_changes_nothing_but_the_schedule(clients_per_block,
-                                                           used):
+def _six_clients():
   rng = np.random.default_rng(3)
   clients = [{'x': rng.normal(size=(n, 2)).astype(np.float32),
               'y': rng.normal(size=(n, 1)).astype(np.float32)}
              for n in (5, 0, 3, 8, 1, 4)]
-  data = jc.data.pack(clients, batch_size=2)
-  stacked = jax.tree.map(
+  return jc.data.pack(clients, batch_size=2)
+
+
+def _shared_and_per_client_weights():
+  return WEIGHTS, jax.tree.map(
       lambda v: jnp.stack([v + 0.1 * i for i in range(6)]), WEIGHTS)
+
+
+@pytest.fixture(scope='module')
+def all_at_once_outputs():
+  """AllAtOnce's outputs on `_six_clients()`, shared and per-client weights:
+  the reference every Blocked schedule is compared with (computed once)."""
   whole = build(jc.optimizers.build_adam(0.1), strategy=jc.cohort.AllAtOnce())
+  return [jax.device_get(whole.next(whole.initialize(), weights,
+                                    _six_clients(), rng=jax.random.PRNGKey(0)))
+          for weights in _shared_and_per_client_weights()]
+
+
+@pytest.mark.parametrize('clients_per_block, used', [(1, 1), (2, 2), (4, 3),
+                                                     (100, 6)])
+def test_blocked_strategy_changes_nothing_but_the_schedule(
+    all_at_once_outputs, clients_per_block, used):
+  data = _six_clients()
   strategy = jc.cohort.Blocked(clients_per_block)
   blocked = build(jc.optimizers.build_adam(0.1), strategy=strategy)
   assert blocked.plan(data) == (strategy, 'given to the builder')
   assert strategy.block_size(6, devices=1) == used
-  for weights in (WEIGHTS, stacked):
-    a = whole.next(whole.initialize(), weights, data,
-                   rng=jax.random.PRNGKey(0))
+  for weights, a in zip(_shared_and_per_client_weights(), all_at_once_outputs):
     b = blocked.next(blocked.initialize(), weights, data,
                      rng=jax.random.PRNGKey(0))
+    assert jax.tree.structure(a) == jax.tree.structure(b)
     for leaf_a, leaf_b in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
       np.testing.assert_allclose(leaf_a, leaf_b, rtol=1e-6, atol=1e-7)
 

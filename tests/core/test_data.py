@@ -202,3 +202,26 @@ def test_nested_and_string_features_are_named_errors(client, message):
   with pytest.raises(ValueError, match=re.escape(
       message.replace('client_datasets[0]', 'client_datasets[1]'))):
     jc.data.pack([good, client], 2)
+
+
+def test_packed_arrays_are_used_in_place_by_a_cpu_device():
+  import jax  # pylint: disable=g-import-not-at-top
+  packed = jc.data.pack(clients_of_sizes([37, 5, 12]), batch_size=4)
+  for key, array in packed.items():
+    assert array.ctypes.data % jc.data.HOST_ALIGNMENT == 0, key
+    on_device = jax.device_put(array, jax.devices('cpu')[0])
+    assert on_device.unsafe_buffer_pointer() == array.ctypes.data, key
+    np.testing.assert_array_equal(on_device, array)
+
+
+@pytest.mark.parametrize('shape,dtype', [
+    ((0,), np.float32), ((3, 5), np.int8), ((7,), bool),
+    ((2, 3, 4), np.float64), ((1, 1), np.uint16)])
+def test_aligned_zeros_are_writable_contiguous_zeros(shape, dtype):
+  array = jc.data.aligned_zeros(shape, dtype)
+  assert array.size == 0 or array.ctypes.data % jc.data.HOST_ALIGNMENT == 0
+  assert (array.shape, array.dtype) == (shape, np.dtype(dtype))
+  assert array.flags.c_contiguous and array.flags.writeable
+  assert not array.any()
+  array[...] = 1
+  assert array.all() or array.size == 0

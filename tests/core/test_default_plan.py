@@ -5,7 +5,6 @@ Device counts are fixed when JAX starts, so what `import jaxclient` does to
 them runs in child processes."""
 
 import os
-import subprocess
 import sys
 
 import jax
@@ -13,33 +12,29 @@ import numpy as np
 import pytest
 
 import jaxclient as jc
+from tests.core import children
 from tests.core import toy_models
 
-REPO = os.path.dirname(
-  os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-)
 CPU_ONLY = pytest.mark.skipif(
   jax.default_backend() != 'cpu', reason='CPU devices'
 )
 
 
-def run_python(code, **env):
-  """Runs `code` in a fresh interpreter without the caller's JAX settings;
-  returns (stdout, stderr)."""
+def python_ahead(name, code, **env):
+  """Registers `code` to run in a fresh interpreter without the caller's JAX
+  settings, plus `env` (tests/core/children.py)."""
   clean = {
     k: v
     for k, v in os.environ.items()
     if k
     not in ('XLA_FLAGS', 'JAX_NUM_CPU_DEVICES', jc.sharding.CPU_DEVICES_ENV)
   }
-  done = subprocess.run(
-    [sys.executable, '-c', code],
-    cwd=REPO,
-    env={**clean, **env},
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
+  children.ahead(name, [[sys.executable, '-c', code]], env={**clean, **env})
+
+
+def output(name):
+  """(stdout, stderr) of the finished process `name`, which succeeded."""
+  (done,) = children.result(name)
   assert done.returncode == 0, done.stderr[-3000:]
   return done.stdout.strip(), done.stderr
 
@@ -48,37 +43,41 @@ _COUNT = (
   'import jaxclient, jax; '
   'print(jax.device_count(), jax.devices()[0] == jax.devices("cpu")[0])'
 )
+_COUNTS = [
+  ({}, len(os.sched_getaffinity(0))),
+  ({'JAXCLIENT_CPU_DEVICES': '3'}, 3),
+  ({'JAXCLIENT_CPU_DEVICES': '1'}, 1),
+  # A count the user gave JAX wins.
+  (
+    {
+      'JAXCLIENT_CPU_DEVICES': '3',
+      'XLA_FLAGS': '--xla_force_host_platform_device_count=2',
+    },
+    2,
+  ),
+]
+for _env, _ in _COUNTS:
+  python_ahead(f'device count {_env}', _COUNT, **_env)
 
 
 @CPU_ONLY
-@pytest.mark.parametrize(
-  'env, expected',
-  [
-    ({}, len(os.sched_getaffinity(0))),
-    ({'JAXCLIENT_CPU_DEVICES': '3'}, 3),
-    ({'JAXCLIENT_CPU_DEVICES': '1'}, 1),
-    # A count the user gave JAX wins.
-    (
-      {
-        'JAXCLIENT_CPU_DEVICES': '3',
-        'XLA_FLAGS': '--xla_force_host_platform_device_count=2',
-      },
-      2,
-    ),
-  ],
-)
+@pytest.mark.parametrize('env, expected', _COUNTS)
 def test_import_makes_one_cpu_device_per_core_unless_told(env, expected):
-  out, err = run_python(_COUNT, **env)
+  out, err = output(f'device count {env}')
   # The user's own computations still go to the first device.
   assert out == f'{expected} True'
   assert 'jaxclient: JAX started before' not in err
 
 
+_STARTED = (
+  'import jax; jax.devices(); import jaxclient; print(jax.device_count())'
+)
+for _count in ('2', '1'):
+  python_ahead(f'started {_count}', _STARTED, JAXCLIENT_CPU_DEVICES=_count)
+
+
 def test_a_started_backend_gets_one_warning_saying_how():
-  code = (
-    'import jax; jax.devices(); import jaxclient; print(jax.device_count())'
-  )
-  out, err = run_python(code, JAXCLIENT_CPU_DEVICES='2')
+  out, err = output('started 2')
   assert out == '1'
   assert (
     err.count(
@@ -88,22 +87,21 @@ def test_a_started_backend_gets_one_warning_saying_how():
     == 1
   )
   assert 'JAXCLIENT_CPU_DEVICES=1' in err
-  assert (
-    'jaxclient: JAX started'
-    not in run_python(code, JAXCLIENT_CPU_DEVICES='1')[1]
-  )
+  assert 'jaxclient: JAX started' not in output('started 1')[1]
+
+
+children.ahead(
+  'bad device count',
+  [[sys.executable, '-c', 'import jaxclient']],
+  env={
+    **{k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'},
+    'JAXCLIENT_CPU_DEVICES': 'all',
+  },
+)
 
 
 def test_a_bad_device_count_is_named():
-  clean = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  done = subprocess.run(
-    [sys.executable, '-c', 'import jaxclient'],
-    cwd=REPO,
-    env={**clean, 'JAXCLIENT_CPU_DEVICES': 'all'},
-    capture_output=True,
-    text=True,
-    timeout=120,
-  )
+  (done,) = children.result('bad device count')
   assert done.returncode != 0
   assert (
     'ValueError: JAXCLIENT_CPU_DEVICES: expected a positive int (CPU '
@@ -145,10 +143,13 @@ print('ok')
 """
 
 
+python_ahead('default next', _DEFAULT_NEXT, JAXCLIENT_CPU_DEVICES='3')
+
+
 @CPU_ONLY
 def test_default_next_splits_host_data_over_every_device():
   # 4 clients over 3 devices: two inert padding clients, dropped again.
-  assert run_python(_DEFAULT_NEXT, JAXCLIENT_CPU_DEVICES='3')[0] == 'ok'
+  assert output('default next')[0] == 'ok'
 
 
 def _cohort(num_clients, num_features=2, seed=3):

@@ -28,18 +28,26 @@ def _run(process, clients):
                       jc.data.pack(clients, batch_size=2))
 
 
+@pytest.fixture(scope='module')
+def softmax_process():
+  """One process for every bad label: the cohorts share their shapes, so
+  it compiles once."""
+  return _softmax_process()
+
+
 @pytest.mark.parametrize('bad_label', [3, 5, -1])
-def test_an_out_of_range_label_makes_its_client_non_finite(bad_label):
+def test_an_out_of_range_label_makes_its_client_non_finite(softmax_process,
+                                                           bad_label):
   bad = LABELS.copy()
   bad[2] = bad_label
-  out = _run(_softmax_process(), [{'x': X, 'y': LABELS}, {'x': X, 'y': bad}])
+  out = _run(softmax_process, [{'x': X, 'y': LABELS}, {'x': X, 'y': bad}])
   train = out.measurements['train']
   assert int(train['num_non_finite_clients']) == 1
   np.testing.assert_array_equal(out.result.update_weight, [4.0, 0.0])
   for leaf in jax.tree.leaves(out.result.update):
     np.testing.assert_array_equal(leaf[1], 0.0)
   # Only the good client is in the metrics; its loss is no silent 0.0.
-  alone = _run(_softmax_process(), [{'x': X, 'y': LABELS}])
+  alone = _run(softmax_process, [{'x': X, 'y': LABELS}])
   assert int(train['num_examples']) == 4
   np.testing.assert_allclose(train['loss'], alone.measurements['train']['loss'])
   assert float(train['loss']) > 0.1

@@ -1,6 +1,5 @@
 """Metric definitions against hand computations, and the core's imports."""
 
-import subprocess
 import sys
 
 import jax
@@ -8,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxclient as jc
+from tests.core import children
 
 
 def run_metric(metric, batches):
@@ -66,13 +66,16 @@ def test_empty_mean_metric_finalizes_to_zero_not_nan():
   assert float(metric.finalize(metric.init())) == 0.0
 
 
+_IMPORTS = ('import sys, jaxclient, jaxclient.client_work; '
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('tensorflow', 'tensorflow_federated', 'jaxclient_tff')))")
+children.ahead('core imports', [[sys.executable, '-c', _IMPORTS]], cwd=None)
+
+
 def test_core_imports_no_tensorflow():
-  code = ('import sys, jaxclient, jaxclient.client_work; '
-          "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-          "('tensorflow', 'tensorflow_federated', 'jaxclient_tff')))")
-  out = subprocess.run([sys.executable, '-c', code], capture_output=True,
-                       text=True, check=True).stdout.strip()
-  assert out == '[]'
+  (done,) = children.result('core imports')
+  assert done.returncode == 0, done.stderr
+  assert done.stdout.strip() == '[]'
 
 
 def test_tree_of_metrics_is_a_jax_pytree():

@@ -1,15 +1,14 @@
 """Two processes on localhost under `jax.distributed` (CPU collectives)
 compute the same FedAvg rounds as one process on one device."""
 
-import os
+import functools
 import socket
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
+from tests.core import children
 from tests.core import test_sharding
 # The one-device reference run, a fixture shared with test_sharding.
 from tests.core.test_sharding import one_device_run  # pylint: disable=unused-import
@@ -18,6 +17,7 @@ from tests.core.test_sharding import one_device_run  # pylint: disable=unused-im
 # failed: DEADLINE_EXCEEDED") when a process has more than one CPU device.
 SEVERAL_LOCAL_DEVICES_WORK = tuple(
     int(p) for p in jax.__version__.split('.')[:2]) >= (0, 5)
+RUNS = [(1, None), (2, 3)]
 
 
 def _free_port():
@@ -26,38 +26,40 @@ def _free_port():
     return s.getsockname()[1]
 
 
+def _hosts(out, local_devices, chunk):
+  """The two workers of one run, on a port free when they start."""
+  flags = ['--local-devices', str(local_devices), '--num-processes', '2',
+           '--port', str(_free_port())]
+  if chunk:
+    flags += ['--clients-per-chunk', str(chunk)]
+  return [test_sharding.worker_command(out, *flags, '--process-id', str(i))
+          for i in range(2)]
+
+
+def _name(local_devices, chunk):
+  return f'two hosts {local_devices} {chunk}'
+
+
+for _local_devices, _chunk in RUNS:
+  if _local_devices == 1 or SEVERAL_LOCAL_DEVICES_WORK:
+    children.ahead(_name(_local_devices, _chunk), functools.partial(
+        _hosts, children.scratch(_name(_local_devices, _chunk)),
+        _local_devices, _chunk), env=test_sharding.worker_env())
+
+
 @pytest.mark.parametrize('local_devices,chunk', [
-    (1, None),
-    pytest.param(2, 3, marks=pytest.mark.skipif(
+    RUNS[0],
+    pytest.param(*RUNS[1], marks=pytest.mark.skipif(
         not SEVERAL_LOCAL_DEVICES_WORK,
         reason=f'jax {jax.__version__}: Gloo CPU collectives time out with '
         'several local devices per process (fixed in later jax)')),
 ])
-def test_two_processes_equal_one(tmp_path, one_device_run, local_devices,
-                                 chunk):
-  port = _free_port()
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  flags = ['--local-devices', str(local_devices), '--num-processes', '2',
-           '--port', str(port)]
-  if chunk:
-    flags += ['--clients-per-chunk', str(chunk)]
-  out = tmp_path / 'out.npz'
-  workers = [subprocess.Popen(
-      [sys.executable, '-m', 'tests.core.fedavg_worker', str(out), *flags,
-       '--process-id', str(i)], cwd=test_sharding.REPO, env=env,
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
-  try:
-    logs = [w.communicate(timeout=120)[0] for w in workers]
-  finally:
-    for w in workers:
-      if w.poll() is None:
-        w.kill()
-        w.wait()
-  for w, log in zip(workers, logs):
-    assert w.returncode == 0, log[-3000:]
+def test_two_processes_equal_one(one_device_run, local_devices, chunk):
+  name = _name(local_devices, chunk)
+  for worker in children.result(name):
+    assert worker.returncode == 0, (worker.stdout + worker.stderr)[-3000:]
   for i in range(2):
-    with np.load(f'{out}.{i}.npz') as result:
+    with np.load(f'{children.scratch(name)}.{i}.npz') as result:
       result = dict(result)
     assert int(result['process_count']) == 2
     assert int(result['mesh_size']) == 2 * local_devices

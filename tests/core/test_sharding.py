@@ -6,7 +6,6 @@ reference. 7 clients over 3 or 4 devices also exercises padding clients.
 """
 
 import os
-import subprocess
 import sys
 
 import jax
@@ -14,20 +13,41 @@ import numpy as np
 import pytest
 
 import jaxclient as jc
+from tests.core import children
 from tests.core import fedavg_scenario as scenario
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
-    __file__))))
+REPO = children.REPO
+SHARDED = [(4, None), (3, 2)]
 
 
-def run_worker(out, *flags, timeout=120):
-  """Runs the worker; returns its npz as a dict."""
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  done = subprocess.run(
-      [sys.executable, '-m', 'tests.core.fedavg_worker', str(out), *flags],
-      cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+def worker_command(out, *flags):
+  """The worker (tests/core/fedavg_worker.py) writing `out`."""
+  return [sys.executable, '-m', 'tests.core.fedavg_worker', str(out), *flags]
+
+
+def worker_env():
+  return {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+
+
+def _sharded_flags(devices, chunk):
+  flags = ['--local-devices', str(devices)]
+  if chunk:
+    flags += ['--clients-per-chunk', str(chunk)]
+  return flags
+
+
+for _devices, _chunk in SHARDED:
+  _name = f'sharded {_devices} {_chunk}'
+  children.ahead(_name, [worker_command(children.scratch(f'{_name}.npz'),
+                                        *_sharded_flags(_devices, _chunk))],
+                 env=worker_env())
+
+
+def load_worker_output(name):
+  """The npz that the worker `name` wrote, as a dict."""
+  (done,) = children.result(name)
   assert done.returncode == 0, done.stderr[-3000:]
-  with np.load(out) as result:
+  with np.load(children.scratch(f'{name}.npz')) as result:
     return dict(result)
 
 
@@ -45,12 +65,9 @@ def one_device_run():
   return scenario.run(scenario.build(mesh=mesh))
 
 
-@pytest.mark.parametrize('devices,chunk', [(4, None), (3, 2)])
-def test_sharded_equals_one_device(tmp_path, one_device_run, devices, chunk):
-  flags = ['--local-devices', str(devices)]
-  if chunk:
-    flags += ['--clients-per-chunk', str(chunk)]
-  result = run_worker(tmp_path / 'out.npz', *flags)
+@pytest.mark.parametrize('devices,chunk', SHARDED)
+def test_sharded_equals_one_device(one_device_run, devices, chunk):
+  result = load_worker_output(f'sharded {devices} {chunk}')
   assert int(result['num_devices']) == devices
   assert int(result['mesh_size']) == devices
   # The cohort really is split: every device holds a shard of it.
@@ -127,13 +144,16 @@ print('ok')
 '''
 
 
+children.ahead(
+    'next on cores', [[sys.executable, '-c', _NEXT_ON_CORES]],
+    env={k: v for k, v in os.environ.items()
+         if k not in ('XLA_FLAGS', jc.sharding.CPU_DEVICES_ENV)})
+
+
 def test_next_on_a_client_sharded_cohort_equals_one_device():
   # Each of the 2 CPU devices trains its own 2 clients (shard_map); dropout
   # keys and per-client weights follow the clients to their device.
-  env = {k: v for k, v in os.environ.items()
-         if k not in ('XLA_FLAGS', jc.sharding.CPU_DEVICES_ENV)}
-  done = subprocess.run([sys.executable, '-c', _NEXT_ON_CORES], cwd=REPO,
-                        env=env, capture_output=True, text=True, timeout=120)
+  (done,) = children.result('next on cores')
   assert done.returncode == 0, done.stderr[-3000:]
   assert done.stdout.strip() == 'ok'
 

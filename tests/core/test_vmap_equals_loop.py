@@ -65,6 +65,7 @@ def test_vmapped_cohort_equals_plain_loop(optimizer_name, sizes, batch_size,
 
   out = process.next(process.initialize(), build_model(params).initial_weights,
                      jc.data.pack(clients, batch_size, num_epochs))
+  out = jax.device_get(out)  # Indexed in numpy, not op by op on devices.
 
   total_loss = total_examples = total_batches = 0
   for i, client in enumerate(clients):
