@@ -61,8 +61,10 @@ def _variants(learning_rate):
   }
 
 
-def _bare(workload, data):
-  """The bare SGD steps as jaxclient schedules them, and their data."""
+def bare_steps(workload, data):
+  """The bare SGD steps (`workloads.sgd_client_update`, no metrics, no
+  masks) as jaxclient schedules them, and `data` placed for them: `() ->
+  outputs` and the placed data (see the module docstring)."""
   update = workloads.sgd_client_update(workload, workloads.LEARNING_RATE)
   params = workload.init()
   if jax.devices()[0].platform != 'cpu':
@@ -97,7 +99,7 @@ def main(argv=None):
   rows = []
   for num_clients in args.clients:
     data = workloads.client_data(workload, num_clients)
-    bare, device_data = _bare(
+    bare, device_data = bare_steps(
         workload, {**data, 'mask': np.ones(data['y'].shape, bool)})
     model = functional_model(workload)
     runs = {BARE: bare}

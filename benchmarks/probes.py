@@ -31,7 +31,7 @@ import numpy as np
 from jax import lax
 
 from jaxclient import client_work
-from benchmarks import workloads
+from benchmarks import ablation, workloads
 from benchmarks.peers.jaxclient_client_work import functional_model
 
 TWO_NN = workloads.WORKLOADS['2nn']
@@ -142,21 +142,13 @@ def _rate(fn, examples, repeats=5):
 
 
 def bare(num_clients):
-  """The bare SGD step (`workloads.sgd_client_update`) of one client at a
-  time (`lax.map`), each device training its share of the clients
-  (`shard_map`): no metrics, no masks."""
+  """The bare SGD steps as jaxclient schedules them on a CPU
+  (`ablation.bare_steps`): one client at a time (`lax.map`), each device
+  training its share of the clients (`shard_map`); no metrics, no masks."""
   data = workloads.client_data(TWO_NN, num_clients)
-  update = workloads.sgd_client_update(TWO_NN, workloads.LEARNING_RATE)
-  one_at_a_time = lambda p, x, y: lax.map(lambda xy: update(p, *xy), (x, y))
-  mesh = jc.sharding.client_mesh()
-  clients = jc.sharding.clients_sharding(mesh).spec
-  train = jax.jit(jc.sharding.map_client_shards(
-      one_at_a_time, mesh, in_specs=(jax.sharding.PartitionSpec(), clients,
-                                     clients), out_specs=clients))
-  params = jc.sharding.put_replicated(TWO_NN.init(), mesh)
-  x, y = (jc.sharding.put_clients(data[k], mesh) for k in ('x', 'y'))
-  print(f'bare step, {num_clients} clients one at a time on {mesh.size} '
-        f'device(s): {_rate(lambda: train(params, x, y), data["y"].size)}')
+  train, _ = ablation.bare_steps(TWO_NN, data)
+  print(f'bare step, {num_clients} clients one at a time on '
+        f'{jax.device_count()} device(s): {_rate(train, data["y"].size)}')
 
 
 def default(num_clients):

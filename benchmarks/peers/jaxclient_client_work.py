@@ -1,8 +1,9 @@
 """jaxclient: `build_model_delta_client_work(...).next`.
 
 Peer `jaxclient` is what a newcomer runs: each client's examples packed by
-`jc.data.pack` and the host arrays straight into `next`, nothing set (on a CPU, `import jaxclient` has made one device per
-core and `next` splits the cohort over them). `jaxclient_cores` does by hand
+`jc.data.pack` and the host arrays straight into `next`, nothing set (on a
+CPU, `import jaxclient` has made one device per core and `next` splits the
+cohort over them). `jaxclient_cores` does by hand
 what earlier releases needed: `set_cpu_device_count()`, then the cohort put
 on `client_mesh()` (`put_clients`) and the weights on every device. On an
 accelerator the two are the same.
